@@ -1,0 +1,1 @@
+"""lrgate: a low-rank refusal gate for llama.cpp models."""
