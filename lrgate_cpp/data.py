@@ -248,7 +248,9 @@ def _parse_jsonl_record(path: Path, line_number: int, line: str) -> Prompt:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{where} is not valid JSON ({error.msg}); fix or remove the line") from error
+        raise ValueError(
+            f"{where} is not valid JSON ({error.msg}); fix or remove the line"
+        ) from error
     if not isinstance(record, dict):
         raise ValueError(f"{where} is a JSON {type(record).__name__}; expected an object")
     for key in ("text", "label", "lang"):

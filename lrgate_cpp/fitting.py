@@ -104,7 +104,9 @@ class LanguageCalibration:
     readout: LowRankReadout
 
 
-def compute_direction(harmful: np.ndarray, harmless: np.ndarray, name: str = "direction") -> np.ndarray:
+def compute_direction(
+    harmful: np.ndarray, harmless: np.ndarray, name: str = "direction"
+) -> np.ndarray:
     """Return ``unit(mean(harmful) - mean(harmless))`` as float32 of shape (n_embd,).
 
     Args:
@@ -124,7 +126,7 @@ def compute_direction(harmful: np.ndarray, harmless: np.ndarray, name: str = "di
     difference = harmful_mean - harmless_mean
     norm = float(np.linalg.norm(difference))
     scale = max(float(np.linalg.norm(harmful_mean)), float(np.linalg.norm(harmless_mean)))
-    if not np.isfinite(norm) or norm <= _MIN_RELATIVE_NORM * scale or norm == 0.0:
+    if not np.isfinite(norm) or norm <= _MIN_RELATIVE_NORM * scale:
         raise ValueError(
             f"{name}: the harmful and harmless means coincide (difference norm {norm:.3g}), so "
             "there is no direction; check the labels and that the activations differ per prompt"
@@ -145,7 +147,9 @@ def compute_alpha(
     """
     labels = check_labels(labels, len(features))
     projections = np.asarray(features, dtype=np.float64) @ np.asarray(v_hrl, dtype=np.float64)
-    spread = np.quantile(projections[labels == 1], 0.75) - np.quantile(projections[labels == 0], 0.25)
+    harmful_q75 = np.quantile(projections[labels == 1], 0.75)
+    harmless_q25 = np.quantile(projections[labels == 0], 0.25)
+    spread = harmful_q75 - harmless_q25
     alpha = float(lam * spread)
     if alpha <= 0:
         logger.warning(
@@ -166,6 +170,10 @@ def choose_threshold(logits: np.ndarray, labels: np.ndarray) -> tuple[float, flo
     candidate in the widest gap between logits, then to the one closest to 0.
     So with one example per class, ordered correctly, the threshold is the
     midpoint of their logits.
+
+    NOTE: the midpoint of two adjacent float32 logits is not a float32
+    value, so compare logits with the threshold in float64; a cast of the
+    threshold to float32 can land on a logit.
 
     Args:
         logits: array of shape (n_samples,).
@@ -383,9 +391,15 @@ def calibrate_language(
             f"calibration for {lang!r} takes 1 to {MAX_BUDGET} examples per class; got {budget}. "
             "Use fewer, or add the prompts to the training set"
         )
+    readout = LowRankReadout.from_basis(basis_t, C=C)
+    train_z = np.asarray(train_z, dtype=np.float32)
+    if train_z.ndim != 2 or train_z.shape[1] != readout.rank:
+        raise ValueError(
+            f"train_z must have shape (n_train, {readout.rank}) to match basis_t; got "
+            f"{train_z.shape}. Pass the train_z stored with this basis"
+        )
     train_labels = check_labels(train_labels, len(train_z))
 
-    readout = LowRankReadout.from_basis(basis_t, C=C)
     z = readout.transform(features)
     readout.fit_projected(np.vstack([train_z, z]), np.concatenate([train_labels, labels]))
     logits = readout.decision_function(features)

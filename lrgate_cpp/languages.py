@@ -1,8 +1,8 @@
 """Languages the gate supports, grouped into resource tiers.
 
-Codes are ISO 639-1. The tiers follow how much text of each language chat
-models see in pretraining: the gate's directions are estimated on the high
-tier, and the mid and low tiers are the languages it is recalibrated for.
+Codes are ISO 639-1. The gate's directions are estimated on the
+high-resource tier, and the mid and low tiers are the languages it is
+recalibrated for with a few examples.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ __all__ = ["LowRankReadout", "RankCappedWarning", "build_basis", "check_labels"]
 
 logger = logging.getLogger(__name__)
 
-# lbfgs needs more than sklearn's default 100 iterations on poorly scaled
-# calibration sets; 1000 converges on every set seen so far.
+# Headroom over sklearn's default of 100 lbfgs iterations for nearly
+# separable sets, where weak regularization lets the weights keep growing.
 _MAX_ITER = 1000
 
 
@@ -152,7 +152,9 @@ class LowRankReadout(BaseEstimator):
         readout.intercept_ = np.float32(bias)
         return readout
 
-    def fit(self, directions: np.ndarray, features: np.ndarray, labels: np.ndarray) -> LowRankReadout:
+    def fit(
+        self, directions: np.ndarray, features: np.ndarray, labels: np.ndarray
+    ) -> LowRankReadout:
         """Build the basis from ``directions``, then fit the scaler and logistic regression.
 
         Args:
@@ -195,12 +197,12 @@ class LowRankReadout(BaseEstimator):
         return self
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        """Project residual rows of shape (n_samples, n_embd) to float32 z of shape (n_samples, rank)."""
+        """Project rows of shape (n_samples, n_embd) to float32 z of shape (n_samples, rank)."""
         self._check_basis()
         return project_rows(self._check_features(features), self.basis_t_)
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
-        """Return float32 logits of shape (n_samples,) for residual rows of shape (n_samples, n_embd).
+        """Return float32 logits of shape (n_samples,) for rows of shape (n_samples, n_embd).
 
         Positive logits lean harmful. The native hook computes the same
         numbers with the same float64 accumulation.
@@ -216,7 +218,7 @@ class LowRankReadout(BaseEstimator):
         )
 
     def decision_function_projected(self, z: np.ndarray) -> np.ndarray:
-        """Return float32 logits of shape (n_samples,) for projected features z of shape (n_samples, rank).
+        """Return float32 logits of shape (n_samples,) for projected z of shape (n_samples, rank).
 
         Because ``z`` was rounded to float32 after projection, results can
         differ from :meth:`decision_function` in the last float32 bits.
@@ -247,7 +249,9 @@ class LowRankReadout(BaseEstimator):
         features = np.ascontiguousarray(features, dtype=np.float32)
         n_embd = self.basis_t_.shape[1]
         if features.ndim != 2 or features.shape[1] != n_embd:
-            raise ValueError(f"features must have shape (n_samples, {n_embd}); got {features.shape}")
+            raise ValueError(
+                f"features must have shape (n_samples, {n_embd}); got {features.shape}"
+            )
         _check_finite(features, "features")
         return features
 
