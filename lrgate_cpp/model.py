@@ -98,6 +98,7 @@ class Model:
 
     def __init__(self, path: str | os.PathLike[str], n_gpu_layers: int = 0,
                  use_extra_bufts: bool = False) -> None:
+        self._ptr = None
         self.path = check_gguf_file(path)
         _init_backend()
         params = llama_cpp.llama_model_default_params()
@@ -118,6 +119,7 @@ class Model:
         self.name = self.metadata("general.name") or self.path.stem
         self.chat_template = self.metadata("tokenizer.chat_template")
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.bos_token = int(llama_cpp.llama_vocab_bos(self.vocab))
 
     @property
     def ptr(self) -> llama_cpp.llama_model_p:

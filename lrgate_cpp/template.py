@@ -9,12 +9,15 @@ template stored in the GGUF metadata, as transformers does.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["ChatTemplate", "TemplateError"]
+if TYPE_CHECKING:
+    from lrgate_cpp.model import Model
+
+__all__ = ["ChatTemplate", "TemplateError", "encode_messages", "template_for"]
 
 Message = dict[str, str]
 
@@ -73,3 +76,22 @@ class ChatTemplate:
                 bos_token=self.bos_token, eos_token=self.eos_token, **extra)
         except jinja2.TemplateError as error:
             raise TemplateError(f"chat template failed to render: {error}") from error
+
+
+def template_for(model: Model) -> ChatTemplate:
+    """Return the chat template stored in a model's GGUF metadata."""
+    return ChatTemplate(model.chat_template, model.special_token_text("bos"),
+                        model.special_token_text("eos"))
+
+
+def encode_messages(model: Model, template: ChatTemplate, messages: list[Message],
+                    add_generation_prompt: bool = True) -> list[int]:
+    """Render a conversation and tokenize it, special tokens included.
+
+    The BOS token is prepended when the model asks for one and the template
+    did not write it, so it appears exactly once.
+    """
+    tokens = model.tokenize(template.render(messages, add_generation_prompt))
+    if model.add_bos and model.bos_token >= 0 and (not tokens or tokens[0] != model.bos_token):
+        tokens.insert(0, model.bos_token)
+    return tokens
