@@ -27,6 +27,7 @@ import gguf
 import numpy as np
 
 from lrgate_cpp.bundle_format import FORMAT_VERSION, BundleError, read_gguf, write_gguf
+from lrgate_cpp.fingerprint import ModelFingerprint
 from lrgate_cpp.fitting import MAX_BUDGET, GateFit, LanguageCalibration
 from lrgate_cpp.languages import check_language
 from lrgate_cpp.readout import LowRankReadout
@@ -52,27 +53,6 @@ class ModelMismatchError(ValueError):
 
 class UncalibratedLanguageWarning(UserWarning):
     """A language has no calibration in the bundle, so the budget-0 readout is used."""
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """Identity of the model a bundle was fitted on.
-
-    ``name`` only labels messages. The other fields must match for a bundle to be used.
-    """
-
-    architecture: str
-    n_embd: int
-    n_layer: int
-    tokenizer: str
-    name: str = ""
-
-    def describe(self) -> str:
-        """Return a one-line description for messages."""
-        return (
-            f"{self.name or '(unnamed)'} [{self.architecture}, n_embd {self.n_embd}, "
-            f"n_layer {self.n_layer}, tokenizer {self.tokenizer}]"
-        )
 
 
 @dataclass
@@ -210,10 +190,7 @@ class GateBundle:
 
     def check_model(self, fingerprint: ModelFingerprint) -> None:
         """Raise :class:`ModelMismatchError` unless ``fingerprint`` matches the bundle's model."""
-        compared = ("architecture", "n_embd", "n_layer", "tokenizer")
-        differing = [
-            name for name in compared if getattr(fingerprint, name) != getattr(self.model, name)
-        ]
+        differing = self.model.differences(fingerprint)
         if differing:
             raise ModelMismatchError(
                 f"this gate bundle was fitted on {self.model.describe()}, but the loaded model "

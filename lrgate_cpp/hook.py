@@ -275,7 +275,7 @@ class Hook:
         self._lib.lrg_gate_reset_seq(self._state, self._check_seq(seq))
 
     def decision(self, seq: int) -> GateDecision:
-        logit = ctypes.c_float()
+        logit = ctypes.c_double()
         route = ctypes.c_int()
         decided = ctypes.c_int()
         self._lib.lrg_gate_read_seq(self._state, self._check_seq(seq), ctypes.byref(logit),

@@ -7,10 +7,11 @@ import hashlib
 import logging
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
+
+from lrgate_cpp.fingerprint import ModelFingerprint
 
 __all__ = ["Model", "ModelError", "ModelFingerprint", "check_gguf_file"]
 
@@ -65,24 +66,6 @@ def check_gguf_file(path: str | os.PathLike[str]) -> Path:
     if version not in (2, 3):
         raise ModelError(f"{path} has GGUF version {version}; llama.cpp reads versions 2 and 3")
     return path
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """What identifies a model for a gate bundle: shapes and tokenizer."""
-
-    architecture: str
-    n_embd: int
-    n_layer: int
-    tokenizer: str
-    name: str
-
-    def matches(self, other: ModelFingerprint) -> bool:
-        return (self.architecture, self.n_embd, self.n_layer, self.tokenizer) == (
-            other.architecture, other.n_embd, other.n_layer, other.tokenizer)
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.architecture}, n_embd {self.n_embd}, {self.n_layer} layers)"
 
 
 class Model:

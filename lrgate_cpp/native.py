@@ -48,13 +48,13 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "lrg_gate_configure_seq": (
         ctypes.c_int,
         [ctypes.c_void_p, ctypes.c_int, c_float_p, c_float_p, c_float_p, ctypes.c_float,
-         ctypes.c_float, ctypes.c_int],
+         ctypes.c_double, ctypes.c_int],
     ),
     "lrg_gate_reset_seq": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
     "lrg_gate_read_seq": (
         ctypes.c_int,
-        [ctypes.c_void_p, ctypes.c_int, c_float_p, ctypes.POINTER(ctypes.c_int),
-         ctypes.POINTER(ctypes.c_int)],
+        [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_double),
+         ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)],
     ),
     "lrg_set_batch": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, c_int32_p, c_uint8_p]),
     "lrg_set_force_copy": (None, [ctypes.c_void_p, ctypes.c_bool]),

@@ -42,11 +42,11 @@ typedef struct {
     const float *scale;   /* [rank] */
     const float *weight;  /* [rank] */
     float bias;
-    float threshold;      /* in logit units */
+    double threshold;     /* in logit units */
     int forced_route;     /* -1: the readout decides */
     int route;
     int decided;
-    float logit;
+    double logit;
 } lrg_seq_gate;
 
 typedef struct {
@@ -253,7 +253,7 @@ void lrg_capture_reset(lrg_state *s, int op) {
 }
 
 int lrg_gate_configure_seq(lrg_state *s, int seq, const float *mean, const float *scale,
-                           const float *weight, float bias, float threshold, int forced_route) {
+                           const float *weight, float bias, double threshold, int forced_route) {
     if (seq < 0 || seq >= LRG_MAX_SEQ || forced_route < -1 || forced_route > LRG_ROUTE_HARMFUL) {
         return -1;
     }
@@ -275,11 +275,11 @@ int lrg_gate_reset_seq(lrg_state *s, int seq) {
     }
     s->seqs[seq].route = LRG_ROUTE_NONE;
     s->seqs[seq].decided = 0;
-    s->seqs[seq].logit = 0.0f;
+    s->seqs[seq].logit = 0.0;
     return 0;
 }
 
-int lrg_gate_read_seq(const lrg_state *s, int seq, float *logit, int *route, int *decided) {
+int lrg_gate_read_seq(const lrg_state *s, int seq, double *logit, int *route, int *decided) {
     if (seq < 0 || seq >= LRG_MAX_SEQ) {
         return -1;
     }

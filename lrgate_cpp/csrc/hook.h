@@ -83,9 +83,9 @@ void lrg_capture_reset(lrg_state *s, int op);
  * of [rank]; NULL keeps the gate operation's own), its threshold in logit
  * units, and forced_route (-1 lets the readout decide). */
 int lrg_gate_configure_seq(lrg_state *s, int seq, const float *mean, const float *scale,
-                           const float *weight, float bias, float threshold, int forced_route);
+                           const float *weight, float bias, double threshold, int forced_route);
 int lrg_gate_reset_seq(lrg_state *s, int seq);
-int lrg_gate_read_seq(const lrg_state *s, int seq, float *logit, int *route, int *decided);
+int lrg_gate_read_seq(const lrg_state *s, int seq, double *logit, int *route, int *decided);
 
 /* Describe the next batch; n_rows == 0 disables every operation. */
 int lrg_set_batch(lrg_state *s, int n_rows, const int32_t *row_seq, const uint8_t *row_flags);

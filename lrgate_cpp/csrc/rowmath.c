@@ -21,7 +21,7 @@ void lrg_ablate_row(float *h, const float *v, int64_t n) {
     }
 }
 
-float lrg_readout_row(const float *h, int64_t n, const float *basis_t, int rank,
+double lrg_readout_row(const float *h, int64_t n, const float *basis_t, int rank,
                       const float *mean, const float *scale, const float *weight,
                       float bias) {
     double logit = (double)bias;
@@ -29,7 +29,7 @@ float lrg_readout_row(const float *h, int64_t n, const float *basis_t, int rank,
         const double z = lrg_dot(basis_t + (int64_t)j * n, h, n);
         logit += (double)weight[j] * ((z - (double)mean[j]) / (double)scale[j]);
     }
-    return (float)logit;
+    return logit;
 }
 
 void lrg_project_rows(const float *rows, int64_t n_rows, int64_t n,
@@ -46,7 +46,7 @@ void lrg_readout_rows(const float *rows, int64_t n_rows, int64_t n,
                       const float *scale, const float *weight, float bias,
                       float *logits) {
     for (int64_t r = 0; r < n_rows; r++) {
-        logits[r] = lrg_readout_row(rows + r * n, n, basis_t, rank, mean, scale, weight, bias);
+        logits[r] = (float)lrg_readout_row(rows + r * n, n, basis_t, rank, mean, scale, weight, bias);
     }
 }
 

@@ -18,11 +18,12 @@ void lrg_add_row(float *h, const float *v, float alpha, int64_t n);
 void lrg_ablate_row(float *h, const float *v, int64_t n);
 
 /*
- * Return the readout logit of one row:
+ * Return the readout logit of one row, in double so that a threshold fitted
+ * in float64 is compared without rounding:
  * bias + sum_j weight[j] * ((basis_t[j] . h) - mean[j]) / scale[j].
  * basis_t is [rank, n] row-major; mean, scale and weight are [rank].
  */
-float lrg_readout_row(const float *h, int64_t n, const float *basis_t, int rank,
+double lrg_readout_row(const float *h, int64_t n, const float *basis_t, int rank,
                       const float *mean, const float *scale, const float *weight,
                       float bias);
 
