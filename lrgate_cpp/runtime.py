@@ -97,6 +97,8 @@ class Context:
     def __init__(self, model: Model, n_ctx: int = 4096, n_batch: int | None = None,
                  n_seq_max: int = 1, n_threads: int | None = None, hook: bool = True,
                  eval_callback: object | None = None) -> None:
+        self._ptr = None
+        self.hook: Hook | None = None
         if n_ctx < 16:
             raise ValueError(f"n_ctx must be at least 16 tokens; got {n_ctx}")
         n_batch = n_batch or min(n_ctx, 512)
@@ -108,7 +110,6 @@ class Context:
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
         self.n_threads = n_threads or os.cpu_count() or 1
-        self.hook: Hook | None = None
         self._callback_ref = eval_callback
 
         params = llama_cpp.llama_context_default_params()

