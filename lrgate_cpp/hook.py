@@ -244,6 +244,19 @@ class Hook:
         self.gate_node = node
         return self._check_op(op)
 
+    def set_gate_options(self, cosine: bool = False, ablate_harmless: bool = True) -> None:
+        """Change how the gate reads and routes.
+
+        Args:
+            cosine: divide the projections by the row's norm, so the readout
+                sees cosine similarities (conditional activation steering).
+            ablate_harmless: apply the harmless route's ablation; False
+                leaves harmless sequences unedited.
+        """
+        if self._lib.lrg_gate_set_options(self._state, int(cosine), int(ablate_harmless)) != 0:
+            self._lib.lrg_clear_error(self._state)
+            raise HookConfigError("set_gate_options needs a gate operation; call gate() first")
+
     def configure_sequence(self, seq: int, threshold: float = 0.0,
                            readout: Readout | None = None, force: Route | None = None) -> None:
         """Set a sequence's readout (its language's), threshold and forced route.

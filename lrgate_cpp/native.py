@@ -42,6 +42,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         [ctypes.c_void_p, ctypes.c_char_p, c_float_p, ctypes.c_int, c_float_p, c_float_p,
          c_float_p, ctypes.c_float, ctypes.c_float, c_float_p],
     ),
+    "lrg_gate_set_options": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]),
     "lrg_capture_count": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
     "lrg_capture_dropped": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
     "lrg_capture_reset": (None, [ctypes.c_void_p, ctypes.c_int]),

@@ -308,3 +308,30 @@ class TestBadConfiguration:
         gc.collect()
         prompt_logits(ctx, tokens)
         ctx.close()
+
+
+def test_cosine_gate_and_no_ablation(smollm):
+    node = layer_node(smollm)
+    tokens = chat_tokens(smollm, PROMPT)
+    readout = _random_readout(smollm.n_embd)
+    v = unit_vector(smollm.n_embd, seed=9)
+    with make_context(smollm) as ctx:
+        before = ctx.hook.capture(node, rows=Rows.LAST_PROMPT)
+        ctx.hook.gate(node, readout, v, alpha=4.0)
+        ctx.hook.set_gate_options(cosine=True, ablate_harmless=False)
+        after = ctx.hook.capture(node, rows=Rows.LAST_PROMPT)
+        ctx.hook.configure_sequence(0, threshold=1e9)
+        prompt_logits(ctx, tokens)
+        row = before.read()[0]
+        decision = ctx.hook.decision(0)
+        np.testing.assert_array_equal(after.read()[0], row)
+    unit_row = (row / np.linalg.norm(row.astype(np.float64))).astype(np.float32)
+    expected = readout_logits(unit_row, readout.basis_t, readout.mean, readout.scale,
+                              readout.weight, readout.bias)[0]
+    assert decision.route == Route.HARMLESS
+    assert decision.logit == pytest.approx(float(expected), rel=1e-4, abs=1e-4)
+
+
+def test_gate_options_need_gate(smollm):
+    with make_context(smollm) as ctx, pytest.raises(HookConfigError, match="gate"):
+        ctx.hook.set_gate_options(cosine=True)

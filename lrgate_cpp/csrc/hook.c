@@ -1,5 +1,6 @@
 #include "hook.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@ typedef struct {
     const float *weight;  /* [rank] */
     float bias;
     int rank;
+    int normalize;        /* divide projections by |h| (cosine similarity) */
+    int ablate_harmless;  /* the harmless route ablates; 0 leaves rows alone */
 } lrg_readout;
 
 typedef struct {
@@ -229,8 +232,20 @@ int lrg_add_gate_op(lrg_state *s, const char *node, const float *basis_t, int ra
     s->readout.weight = weight;
     s->readout.bias = bias;
     s->readout.rank = rank;
+    s->readout.normalize = 0;
+    s->readout.ablate_harmless = 1;
     s->gate_op = i;
     return i;
+}
+
+int lrg_gate_set_options(lrg_state *s, int normalize, int ablate_harmless) {
+    if (s->gate_op < 0) {
+        set_error(s, "no gate operation to set options on");
+        return -1;
+    }
+    s->readout.normalize = normalize != 0;
+    s->readout.ablate_harmless = ablate_harmless != 0;
+    return 0;
 }
 
 static int check_op(const lrg_state *s, int op) {
@@ -369,13 +384,17 @@ static void decide_routes(lrg_state *s, const float *rows) {
             continue;
         }
         lrg_seq_gate *g = &s->seqs[s->row_seq[r]];
-        if (g->mean != NULL) {
-            g->logit = lrg_readout_row(rows + r * n, n, ro->basis_t, ro->rank, g->mean, g->scale,
-                                       g->weight, g->bias);
-        } else {
-            g->logit = lrg_readout_row(rows + r * n, n, ro->basis_t, ro->rank, ro->mean,
-                                       ro->scale, ro->weight, ro->bias);
+        const float *h = rows + r * n;
+        const int own = g->mean != NULL;
+        /* The cosine form scales h by 1/|h|; a zero row keeps scale 1. */
+        double scale_h = 1.0;
+        if (ro->normalize) {
+            const double norm = sqrt(lrg_dot(h, h, n));
+            scale_h = norm > 0.0 ? 1.0 / norm : 1.0;
         }
+        g->logit = lrg_readout_row_scaled(h, n, scale_h, ro->basis_t, ro->rank,
+                                          own ? g->mean : ro->mean, own ? g->scale : ro->scale,
+                                          own ? g->weight : ro->weight, own ? g->bias : ro->bias);
         g->decided = 1;
         if (g->forced_route >= 0) {
             g->route = g->forced_route;
@@ -392,7 +411,7 @@ static void apply_route(const lrg_state *s, const lrg_op *op, float *h, int seq,
     if (route == LRG_ROUTE_HARMFUL &&
         (flags & (LRG_ROW_LAST_PROMPT | LRG_ROW_GENERATED)) != 0) {
         lrg_add_row(h, op->vec, op->alpha, s->n_embd);
-    } else if (route == LRG_ROUTE_HARMLESS) {
+    } else if (route == LRG_ROUTE_HARMLESS && s->readout.ablate_harmless) {
         lrg_ablate_row(h, op->vec, s->n_embd);
     }
 }

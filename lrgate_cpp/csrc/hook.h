@@ -73,6 +73,11 @@ int lrg_add_gate_op(lrg_state *s, const char *node, const float *basis_t, int ra
                     const float *mean, const float *scale, const float *weight, float bias,
                     float alpha, const float *direction);
 
+/* Gate options: normalize divides the projections by the row's norm
+ * (a cosine-similarity condition, as in conditional activation steering);
+ * ablate_harmless = 0 leaves rows of harmless sequences unedited. */
+int lrg_gate_set_options(lrg_state *s, int normalize, int ablate_harmless);
+
 /* Capture buffer bookkeeping: rows written since the last reset, and rows
  * that did not fit. */
 int lrg_capture_count(const lrg_state *s, int op);

@@ -32,6 +32,17 @@ double lrg_readout_row(const float *h, int64_t n, const float *basis_t, int rank
     return logit;
 }
 
+double lrg_readout_row_scaled(const float *h, int64_t n, double scale_h, const float *basis_t,
+                              int rank, const float *mean, const float *scale,
+                              const float *weight, float bias) {
+    double logit = (double)bias;
+    for (int j = 0; j < rank; j++) {
+        const double z = scale_h * lrg_dot(basis_t + (int64_t)j * n, h, n);
+        logit += (double)weight[j] * ((z - (double)mean[j]) / (double)scale[j]);
+    }
+    return logit;
+}
+
 void lrg_project_rows(const float *rows, int64_t n_rows, int64_t n,
                       const float *basis_t, int rank, float *z) {
     for (int64_t r = 0; r < n_rows; r++) {

@@ -27,6 +27,11 @@ double lrg_readout_row(const float *h, int64_t n, const float *basis_t, int rank
                       const float *mean, const float *scale, const float *weight,
                       float bias);
 
+/* The readout of the row scale * h, without forming it. */
+double lrg_readout_row_scaled(const float *h, int64_t n, double scale_h, const float *basis_t,
+                              int rank, const float *mean, const float *scale,
+                              const float *weight, float bias);
+
 /* Batch forms over rows [n_rows, n], exported so tests can compare them
  * with the numba kernels. z is [n_rows, rank]; logits is [n_rows]. */
 void lrg_project_rows(const float *rows, int64_t n_rows, int64_t n,
