@@ -244,7 +244,8 @@ class Hook:
         self.gate_node = node
         return self._check_op(op)
 
-    def set_gate_options(self, cosine: bool = False, ablate_harmless: bool = True) -> None:
+    def set_gate_options(self, cosine: bool = False, ablate_harmless: bool = True,
+                         adaptive: bool = False) -> None:
         """Change how the gate reads and routes.
 
         Args:
@@ -252,8 +253,11 @@ class Hook:
                 sees cosine similarities (conditional activation steering).
             ablate_harmless: apply the harmless route's ablation; False
                 leaves harmless sequences unedited.
+            adaptive: scale the harmful route's alpha by the logit clamped
+                to [0, 1], an input-dependent steering coefficient.
         """
-        if self._lib.lrg_gate_set_options(self._state, int(cosine), int(ablate_harmless)) != 0:
+        if self._lib.lrg_gate_set_options(self._state, int(cosine), int(ablate_harmless),
+                                          int(adaptive)) != 0:
             self._lib.lrg_clear_error(self._state)
             raise HookConfigError("set_gate_options needs a gate operation; call gate() first")
 

@@ -335,3 +335,20 @@ def test_cosine_gate_and_no_ablation(smollm):
 def test_gate_options_need_gate(smollm):
     with make_context(smollm) as ctx, pytest.raises(HookConfigError, match="gate"):
         ctx.hook.set_gate_options(cosine=True)
+
+
+def test_adaptive_gate_scales_alpha(smollm):
+    node = layer_node(smollm)
+    tokens = chat_tokens(smollm, PROMPT)
+    v = unit_vector(smollm.n_embd, seed=4)
+    # A rank-1 readout whose logit is 0.25 whatever the row: weight 0, bias 0.25.
+    readout = Readout(basis_t=v[None, :].copy(), mean=np.zeros(1, np.float32),
+                      scale=np.ones(1, np.float32), weight=np.zeros(1, np.float32), bias=0.25)
+    with make_context(smollm) as ctx:
+        before = ctx.hook.capture(node, rows=Rows.LAST_PROMPT)
+        ctx.hook.gate(node, readout, v, alpha=8.0)
+        ctx.hook.set_gate_options(adaptive=True)
+        after = ctx.hook.capture(node, rows=Rows.LAST_PROMPT)
+        ctx.hook.configure_sequence(0, threshold=-1e9)
+        prompt_logits(ctx, tokens)
+        np.testing.assert_allclose(after.read()[0], before.read()[0] + 2.0 * v, atol=1e-4)

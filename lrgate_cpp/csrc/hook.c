@@ -38,6 +38,7 @@ typedef struct {
     int rank;
     int normalize;        /* divide projections by |h| (cosine similarity) */
     int ablate_harmless;  /* the harmless route ablates; 0 leaves rows alone */
+    int adaptive;         /* the harmful route adds alpha * clamp(logit, 0, 1) * v */
 } lrg_readout;
 
 typedef struct {
@@ -238,13 +239,14 @@ int lrg_add_gate_op(lrg_state *s, const char *node, const float *basis_t, int ra
     return i;
 }
 
-int lrg_gate_set_options(lrg_state *s, int normalize, int ablate_harmless) {
+int lrg_gate_set_options(lrg_state *s, int normalize, int ablate_harmless, int adaptive) {
     if (s->gate_op < 0) {
         set_error(s, "no gate operation to set options on");
         return -1;
     }
     s->readout.normalize = normalize != 0;
     s->readout.ablate_harmless = ablate_harmless != 0;
+    s->readout.adaptive = adaptive != 0;
     return 0;
 }
 
@@ -410,7 +412,13 @@ static void apply_route(const lrg_state *s, const lrg_op *op, float *h, int seq,
     const int route = g->decided ? g->route : (g->forced_route >= 0 ? g->forced_route : 0);
     if (route == LRG_ROUTE_HARMFUL &&
         (flags & (LRG_ROW_LAST_PROMPT | LRG_ROW_GENERATED)) != 0) {
-        lrg_add_row(h, op->vec, op->alpha, s->n_embd);
+        float alpha = op->alpha;
+        if (s->readout.adaptive) {
+            /* The logit is the input-dependent coefficient, kept in [0, 1]. */
+            const double c = g->logit < 0.0 ? 0.0 : (g->logit > 1.0 ? 1.0 : g->logit);
+            alpha = (float)(c * op->alpha);
+        }
+        lrg_add_row(h, op->vec, alpha, s->n_embd);
     } else if (route == LRG_ROUTE_HARMLESS && s->readout.ablate_harmless) {
         lrg_ablate_row(h, op->vec, s->n_embd);
     }

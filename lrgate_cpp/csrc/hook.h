@@ -75,8 +75,10 @@ int lrg_add_gate_op(lrg_state *s, const char *node, const float *basis_t, int ra
 
 /* Gate options: normalize divides the projections by the row's norm
  * (a cosine-similarity condition, as in conditional activation steering);
- * ablate_harmless = 0 leaves rows of harmless sequences unedited. */
-int lrg_gate_set_options(lrg_state *s, int normalize, int ablate_harmless);
+ * ablate_harmless = 0 leaves rows of harmless sequences unedited; adaptive
+ * scales the harmful route's alpha by the logit clamped to [0, 1] (an
+ * input-dependent coefficient, as in AdaSteer). */
+int lrg_gate_set_options(lrg_state *s, int normalize, int ablate_harmless, int adaptive);
 
 /* Capture buffer bookkeeping: rows written since the last reset, and rows
  * that did not fit. */
