@@ -146,7 +146,10 @@ class Context:
         self._nseq_view = np.ctypeslib.as_array(self._batch.n_seq_id, shape=(n_batch,))
         self._logits_view = np.ctypeslib.as_array(self._batch.logits, shape=(n_batch,))
         self.positions = [0] * n_seq_max
+        # A sequence's logits live in llama.cpp's buffer only until the next
+        # decode, so rows of earlier decodes are copied out (float32, n_vocab).
         self._logit_row: dict[int, int] = {}
+        self._saved_logits: dict[int, np.ndarray] = {}
         if self.hook is not None:
             self.hook.nodes = self._probe_nodes()
 
@@ -251,6 +254,9 @@ class Context:
 
     def _decode_rows(self, rows: list[tuple[int, int, int, int]]) -> None:
         for start in range(0, len(rows), self.n_batch):
+            for seq, row in self._logit_row.items():
+                self._saved_logits[seq] = self._read_logits(row)
+            self._logit_row.clear()
             chunk = rows[start:start + self.n_batch]
             want = [bool(flag & (Rows.LAST_PROMPT | Rows.GENERATED)) for _, _, _, flag in chunk]
             self.decode([r[1] for r in chunk], [r[2] for r in chunk], [r[0] for r in chunk],
@@ -258,18 +264,42 @@ class Context:
             for i, (seq, _, _, _) in enumerate(chunk):
                 if want[i]:
                     self._logit_row[seq] = i
+                    self._saved_logits.pop(seq, None)
+
+    def _read_logits(self, row: int) -> np.ndarray:
+        pointer = llama_cpp.llama_get_logits_ith(self.ptr, row)
+        return np.ctypeslib.as_array(pointer, shape=(self.model.n_vocab,)).copy()
 
     def logits(self, seq: int) -> np.ndarray:
         """Return a copy of the sequence's last logits, float32 of shape (n_vocab,)."""
-        if seq not in self._logit_row:
-            raise ContextError(f"sequence {seq} has no logits; prefill it first")
-        pointer = llama_cpp.llama_get_logits_ith(self.ptr, self._logit_row[seq])
-        return np.ctypeslib.as_array(pointer, shape=(self.model.n_vocab,)).copy()
+        if seq in self._logit_row:
+            return self._read_logits(self._logit_row[seq])
+        if seq in self._saved_logits:
+            return self._saved_logits[seq].copy()
+        raise ContextError(f"sequence {seq} has no logits; prefill it first")
 
     def sample(self, seq: int, sampler: llama_cpp.llama_sampler_p) -> int:
-        if seq not in self._logit_row:
+        """Sample the sequence's next token with a llama.cpp sampler chain."""
+        if seq in self._logit_row:
+            return int(llama_cpp.llama_sampler_sample(sampler, self.ptr, self._logit_row[seq]))
+        if seq not in self._saved_logits:
             raise ContextError(f"sequence {seq} has no logits; prefill it first")
-        return int(llama_cpp.llama_sampler_sample(sampler, self.ptr, self._logit_row[seq]))
+        return self._sample_saved(sampler, self._saved_logits[seq])
+
+    def _sample_saved(self, sampler: llama_cpp.llama_sampler_p, logits: np.ndarray) -> int:
+        """Run a sampler chain over copied logits, as llama_sampler_sample does."""
+        candidates = (llama_cpp.llama_token_data * len(logits))()
+        view = np.ctypeslib.as_array(candidates)
+        view["id"] = np.arange(len(logits), dtype=np.int32)
+        view["logit"] = logits
+        view["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(candidates, len(logits), -1, False)
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            raise ContextError("the sampler chain selected no token")
+        token = int(array.data[array.selected].id)
+        llama_cpp.llama_sampler_accept(sampler, token)
+        return token
 
     def clear(self, seq: int | None = None) -> None:
         """Forget a sequence (or all of them) from the KV cache."""
@@ -277,12 +307,14 @@ class Context:
             llama_cpp.llama_memory_clear(self._memory, True)
             self.positions = [0] * self.n_seq_max
             self._logit_row.clear()
+            self._saved_logits.clear()
             seqs = range(self.n_seq_max)
         else:
             self._check_seq(seq)
             llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
             self.positions[seq] = 0
             self._logit_row.pop(seq, None)
+            self._saved_logits.pop(seq, None)
             seqs = range(seq, seq + 1)
         if self.hook is not None:
             for s in seqs:
@@ -295,6 +327,7 @@ class Context:
             llama_cpp.llama_memory_seq_rm(self._memory, seq, n_keep, -1)
             self.positions[seq] = n_keep
             self._logit_row.pop(seq, None)
+            self._saved_logits.pop(seq, None)
 
     def _check_seq(self, seq: int) -> None:
         if not 0 <= seq < self.n_seq_max:

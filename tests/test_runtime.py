@@ -96,3 +96,18 @@ def test_bad_settings(smollm):
             ctx.prefill({0: []})
         with pytest.raises(ValueError, match="sequence id"):
             ctx.prefill({3: [1, 2]})
+
+
+def test_logits_survive_later_batches(smollm):
+    a = chat_tokens(smollm, "Name a fruit.")
+    b = chat_tokens(smollm, "Name a country in Europe, please.")
+    with Context(smollm, n_ctx=512, n_batch=512, n_seq_max=2, n_threads=2, hook=False) as ref:
+        ref.prefill({0: a})
+        expected = ref.logits(0)
+    with Context(smollm, n_ctx=512, n_batch=16, n_seq_max=2, n_threads=2, hook=False) as ctx:
+        # a's last token lands in an earlier decode than b's.
+        ctx.prefill({0: a, 1: b})
+        got = ctx.logits(0)
+        token = ctx.sample(0, Sampling().make_sampler())
+    assert int(np.argmax(got)) == int(np.argmax(expected))
+    assert token == int(np.argmax(got))
