@@ -13,6 +13,8 @@ from lrgate_cpp.cli.chat_cmd import chat
 from lrgate_cpp.cli.extract_cmd import extract
 from lrgate_cpp.cli.fit_cmd import fit
 from lrgate_cpp.cli.inspect_cmd import inspect_bundle
+from lrgate_cpp.cli.sweep_cmd import sweep
+from lrgate_cpp.cli.utility_cmd import utility
 
 __all__ = ["cli", "main"]
 
@@ -36,7 +38,8 @@ def cli(verbose: int) -> None:
         logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
-for command in (extract, fit, calibrate, inspect_bundle, analyze, chat):
+for command in (extract, fit, calibrate, inspect_bundle, analyze, chat, sweep,
+                utility):
     cli.add_command(command)
 
 

@@ -1,0 +1,193 @@
+"""A sweep of the gate's layer and steering strength lambda.
+
+Whether gating helps at all depends on the route: the layer the gate reads
+and edits, and ``alpha``, which is proportional to lambda. For each layer
+the budget-0 gate is fitted in memory on the source train activations, and
+for each lambda its ``alpha`` is rescaled. Every setting then answers the
+same validation prompts (greedy replies judged for refusal) and, if asked,
+a few multiple-choice questions. The ungated model is measured once, as the
+baseline row.
+
+Each setting writes to its own subfolder of the output folder
+(``none/``, ``layer15_lambda1/``, ...) through :func:`run_eval` and
+:func:`run_utility`, so a sweep that stops resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from lrgate_cpp.bundle import GateBundle
+from lrgate_cpp.data import Prompt
+from lrgate_cpp.evaluate import EvalJob, Judge, run_eval
+from lrgate_cpp.extract import ActivationStore
+from lrgate_cpp.fitting import fit_gate
+from lrgate_cpp.methods import MethodSetup, TargetExamples, build_method
+from lrgate_cpp.metrics import summarize_refusals
+from lrgate_cpp.model import Model
+from lrgate_cpp.utility import UtilityJob, run_utility
+from lrgate_cpp.utility_data import Question
+
+__all__ = ["SweepJob", "fit_layer", "run_sweep", "scale_bundle", "setting_folder"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """Settings and prompts of a sweep.
+
+    Attributes:
+        layers: blocks to fit and steer at; each must be in both activation stores.
+        lambdas: steering multipliers; alpha is proportional to lambda.
+        prompts: validation prompts, harmful and harmless, with their languages.
+        questions: multiple-choice questions for utility; empty skips utility.
+        max_new_tokens: reply length limit in tokens (default 32).
+        batch: prompts decoded together (default 8).
+        n_threads: CPU threads; None uses all cores.
+        sources: source languages of the fit; None uses the high-resource
+            languages present in the train activations.
+        rank: readout rank (default 10).
+        C: inverse L2 strength of the readout (default 1.0).
+    """
+
+    layers: list[int]
+    lambdas: list[float]
+    prompts: list[Prompt]
+    questions: list[Question] = field(default_factory=list)
+    max_new_tokens: int = 32
+    batch: int = 8
+    n_threads: int | None = None
+    sources: tuple[str, ...] | None = None
+    rank: int = 10
+    C: float = 1.0
+
+
+def fit_layer(model: Model, train: ActivationStore, val: ActivationStore, layer: int,
+              job: SweepJob) -> tuple[GateBundle, float]:
+    """Fit the budget-0 gate at one layer with lambda 1.
+
+    Returns:
+        the bundle and the ROC AUC of its logit on the validation
+        activations (NaN when they hold one class only).
+    """
+    features, labels, langs = train.features(layer)
+    fit = fit_gate(features, labels, langs, source_languages=job.sources, rank=job.rank,
+                   C=job.C, lam=1.0)
+    bundle = GateBundle.from_fit(fit, model.fingerprint(), layer)
+    val_features, val_labels, _ = val.features(layer)
+    auc = float("nan")
+    if len(set(val_labels.tolist())) == 2:
+        auc = float(roc_auc_score(val_labels, fit.readout.decision_function(val_features)))
+    return bundle, auc
+
+
+def scale_bundle(bundle: GateBundle, lam: float) -> GateBundle:
+    """Return a copy of ``bundle`` whose alpha is rescaled to multiplier ``lam``."""
+    if lam < 0:
+        raise ValueError(f"lambda must be >= 0; got {lam}")
+    if bundle.lam <= 0:
+        raise ValueError(f"the bundle's lambda is {bundle.lam}; rescaling needs a positive one")
+    return dataclasses.replace(bundle, lam=float(lam), alpha=bundle.alpha * lam / bundle.lam)
+
+
+def setting_folder(layer: int | None, lam: float | None) -> str:
+    """Name the subfolder of one setting: ``none`` or ``layer15_lambda0.5``."""
+    return "none" if layer is None else f"layer{layer}_lambda{lam:g}"
+
+
+def run_sweep(model: Model, train: ActivationStore, val: ActivationStore, job: SweepJob,
+              out: Path, judge: Judge,
+              on_progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Measure refusal, Delta and (optionally) utility for every (layer, lambda).
+
+    Args:
+        model: the loaded model; the activations must come from it.
+        train, val: source-language activations at every layer of ``job.layers``.
+        job: the settings and the prompts.
+        out: output folder; each setting resumes from its subfolder.
+        judge: returns True for each reply that refuses.
+        on_progress: called with the number of prompts or questions done.
+
+    Returns:
+        one row per setting, the ungated baseline first (layer None).
+    """
+    _check_inputs(model, train, val, job)
+    langs = sorted({p.lang for p in job.prompts})
+    eval_job = EvalJob(job.prompts, job.max_new_tokens, job.batch, job.n_threads)
+    utility_job = UtilityJob(job.questions, job.batch, job.n_threads)
+
+    bundles = {layer: fit_layer(model, train, val, layer, job) for layer in job.layers}
+    first = bundles[job.layers[0]][0]
+    baseline = build_method("none", 0, first, langs, TargetExamples())
+    rows = [_measure(model, baseline, "none", None, None, float("nan"), eval_job, utility_job,
+                     out, judge, on_progress)]
+    for layer in job.layers:
+        bundle, auc = bundles[layer]
+        for lam in job.lambdas:
+            # NOTE: the gate uses the budget-0 readout and threshold in every
+            # language, so a target language's misrouting counts against Delta.
+            setup = build_method("gate", 0, scale_bundle(bundle, lam), langs, TargetExamples())
+            rows.append(_measure(model, setup, "gate", layer, lam, auc, eval_job, utility_job,
+                                 out, judge, on_progress))
+            log.info("layer %d lambda %g: Delta %.1f points", layer, lam, rows[-1]["delta"])
+    return rows
+
+
+def _check_inputs(model: Model, train: ActivationStore, val: ActivationStore,
+                  job: SweepJob) -> None:
+    if not job.layers or not job.lambdas:
+        raise ValueError("a sweep needs at least one layer and one lambda")
+    if not job.prompts:
+        raise ValueError("a sweep needs validation prompts")
+    fingerprint = model.fingerprint()
+    for name, store in (("train", train), ("val", val)):
+        if not store.fingerprint.matches(fingerprint):
+            raise ValueError(f"the {name} activations in {store.path} come from "
+                             f"{store.fingerprint.describe()}, not the loaded "
+                             f"{fingerprint.describe()}; extract them with this model")
+        missing = [layer for layer in job.layers if layer not in store.layers]
+        if missing:
+            raise ValueError(f"layers {missing} are not in the {name} activations {store.path} "
+                             f"(stored: {store.layers}); extract them or drop them")
+
+
+def _measure(model: Model, setup: MethodSetup, condition: str, layer: int | None,
+             lam: float | None, auc: float, eval_job: EvalJob, utility_job: UtilityJob,
+             out: Path, judge: Judge,
+             on_progress: Callable[[int], None] | None) -> dict:
+    folder = out / setting_folder(layer, lam)
+    records = run_eval(model, [setup], eval_job, folder, judge, on_progress)
+    harmful = [r for r in records if r["label"] == "harmful"]
+    harmless = [r for r in records if r["label"] == "harmless"]
+    summary = summarize_refusals([r["refused"] for r in harmful],
+                                 [r["refused"] for r in harmless])
+    row = {
+        "layer": layer, "lambda": lam,
+        "alpha": None if layer is None else setup.bundle.alpha,
+        "val_auc": None if np.isnan(auc) else auc,
+        "n_harmful": summary.n_harmful, "n_harmless": summary.n_harmless,
+        "harmful_refusal": summary.harmful, "harmless_refusal": summary.harmless,
+        "delta": summary.delta, "delta_ci": list(summary.delta_ci),
+        "routed_harmful_of_harmful": _percent_routed(harmful),
+        "routed_harmful_of_harmless": _percent_routed(harmless),
+        "utility_n": 0, "utility_accuracy": None,
+    }
+    if utility_job.questions:
+        answers = run_utility(model, {condition: setup}, utility_job, folder, on_progress)
+        row["utility_n"] = len(answers)
+        row["utility_accuracy"] = 100.0 * float(np.mean([a["correct"] for a in answers]))
+    return row
+
+
+def _percent_routed(records: Sequence[dict]) -> float | None:
+    if not records or records[0]["route"] == "none":
+        return None
+    return 100.0 * float(np.mean([r["route"] == "harmful" for r in records]))
