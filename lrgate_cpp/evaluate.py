@@ -90,6 +90,10 @@ def run_eval(model: Model, methods: Sequence[MethodSetup], job: EvalJob, out: Pa
     out.mkdir(parents=True, exist_ok=True)
     path = out / "completions.jsonl"
     records = load_completions(path)
+    if path.exists() and len(path.read_text(encoding="utf-8").splitlines()) != len(records):
+        # Drop the cut-off last line before appending after it.
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                        encoding="utf-8")
     done = {_key(r) for r in records}
     template = template_for(model)
     encoded = [encode_messages(model, template, [{"role": "user", "content": p.text}])
