@@ -18,7 +18,7 @@ from lrgate_cpp.cli.common import (
     require_data_root,
     threads_option,
 )
-from lrgate_cpp.evaluate import EvalJob, collect_target_examples, run_eval
+from lrgate_cpp.evaluate import EvalJob, collect_target_examples, load_completions, run_eval
 from lrgate_cpp.extract import ActivationStore
 from lrgate_cpp.methods import ADAPTED, METHODS, build_method
 from lrgate_cpp.report import write_report
@@ -126,7 +126,9 @@ def evaluate(model_spec: str, bundle_path: Path, data_root: Path | None, langs: 
 
     job = EvalJob(prompts, max_tokens, batch, threads)
     started = time.perf_counter()
+    already = len(load_completions(out / "completions.jsonl"))
     with progress_bar(len(prompts) * len(setups), "eval") as bar:
+        bar.update(min(already, bar.total))
         records = run_eval(model, setups, job, out, is_refusal_batch, on_progress=bar.update)
     paths = write_report(records, out, "multilingual lexicon judge (lrgate_cpp.judge_lexicon)")
     click.echo(f"{len(records)} completions in {out} ({time.perf_counter() - started:.0f} s "
