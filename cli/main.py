@@ -10,6 +10,7 @@ import click
 from lrgate_cpp.cli.analyze_cmd import analyze
 from lrgate_cpp.cli.calibrate_cmd import calibrate
 from lrgate_cpp.cli.chat_cmd import chat
+from lrgate_cpp.cli.eval_cmd import evaluate
 from lrgate_cpp.cli.extract_cmd import extract
 from lrgate_cpp.cli.fit_cmd import fit
 from lrgate_cpp.cli.inspect_cmd import inspect_bundle
@@ -38,8 +39,8 @@ def cli(verbose: int) -> None:
         logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
-for command in (extract, fit, calibrate, inspect_bundle, analyze, chat, sweep,
-                utility):
+for command in (extract, fit, calibrate, inspect_bundle, analyze, chat, evaluate,
+                sweep, utility):
     cli.add_command(command)
 
 
