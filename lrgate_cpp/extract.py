@@ -36,7 +36,14 @@ from lrgate_cpp.model import Model
 from lrgate_cpp.runtime import Context
 from lrgate_cpp.template import ChatTemplate, encode_messages, template_for
 
-__all__ = ["POSITIONS", "ActivationStore", "extract_activations", "instruction_end_index"]
+__all__ = [
+    "POSITIONS",
+    "ActivationStore",
+    "extract_activations",
+    "instruction_end_index",
+    "last_prompt_rows",
+    "pack_prompts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +229,7 @@ def extract_activations(
         assert ctx.hook is not None
         captures = [ctx.hook.capture(f"l_out-{layer}", rows=rows, capacity=n_batch)
                     for layer in layers]
-        for group in _pack(todo, encoded, batch_prompts, n_batch):
+        for group in pack_prompts(todo, encoded, batch_prompts, n_batch):
             ctx.clear()
             for capture in captures:
                 capture.reset()
@@ -251,7 +258,7 @@ def _save_atomically(path: Path, array: np.ndarray) -> None:
     os.replace(partial, path)
 
 
-def _pack(todo: list[int], encoded: list[list[int]], batch_prompts: int,
+def pack_prompts(todo: list[int], encoded: list[list[int]], batch_prompts: int,
           n_batch: int) -> list[list[int]]:
     """Group prompt indices into batches of at most ``batch_prompts`` and ``n_batch`` tokens."""
     groups: list[list[int]] = []
@@ -287,7 +294,7 @@ def last_prompt_rows(model: Model, texts: Sequence[str], layer: int, batch_promp
                  n_seq_max=batch_prompts, n_threads=n_threads) as ctx:
         assert ctx.hook is not None
         capture = ctx.hook.capture(f"l_out-{layer}", rows=Rows.LAST_PROMPT, capacity=n_batch)
-        for group in _pack(list(range(len(texts))), encoded, batch_prompts, n_batch):
+        for group in pack_prompts(list(range(len(texts))), encoded, batch_prompts, n_batch):
             ctx.clear()
             capture.reset()
             ctx.prefill({seq: encoded[i] for seq, i in enumerate(group)})

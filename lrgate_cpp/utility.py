@@ -28,6 +28,7 @@ import numpy as np
 
 from lrgate_cpp.bundle import GateBundle
 from lrgate_cpp.evaluate import load_completions
+from lrgate_cpp.extract import pack_prompts
 from lrgate_cpp.hook import Readout
 from lrgate_cpp.methods import MethodSetup, TargetExamples, build_method
 from lrgate_cpp.model import Model
@@ -180,7 +181,9 @@ def run_utility(model: Model, conditions: Mapping[str, MethodSetup], job: Utilit
             if not todo:
                 continue
             method.install(ctx.hook)
-            for group in _pack(todo, encoded, job.batch, n_batch):
+            # One decode per group matters: a gate's harmless route ablates
+            # only the rows of the decode in which it decides.
+            for group in pack_prompts(todo, encoded, job.batch, n_batch):
                 new = _answer_group(ctx, method, condition, job.questions, group, encoded,
                                     letters)
                 for record in new:
@@ -190,27 +193,6 @@ def run_utility(model: Model, conditions: Mapping[str, MethodSetup], job: Utilit
                 if on_progress is not None:
                     on_progress(len(group))
     return records
-
-
-def _pack(todo: list[int], encoded: list[list[int]], batch: int, n_batch: int) -> list[list[int]]:
-    """Group question indices so each group fits one decode of ``n_batch`` tokens.
-
-    One decode per group matters: a gate's harmless route ablates only the
-    rows of the decode in which it decides.
-    """
-    groups: list[list[int]] = []
-    current: list[int] = []
-    tokens = 0
-    for i in todo:
-        size = len(encoded[i])
-        if current and (len(current) == batch or tokens + size > n_batch):
-            groups.append(current)
-            current, tokens = [], 0
-        current.append(i)
-        tokens += size
-    if current:
-        groups.append(current)
-    return groups
 
 
 def _answer_group(ctx: Context, method: MethodSetup, condition: str,
