@@ -31,7 +31,7 @@ Judge = Callable[[Sequence[str]], list[bool]]
 
 @dataclass(frozen=True)
 class EvalJob:
-    """What to evaluate.
+    """An evaluation request: prompts and decoding settings.
 
     Attributes:
         prompts: test prompts; each carries its language and label.

@@ -35,7 +35,7 @@ GGML_TYPE_F32 = 0
 
 
 class Rows(enum.IntFlag):
-    """Which rows of a node an operation touches."""
+    """Row kinds of a node that an operation touches."""
 
     PROMPT = 1
     LAST_PROMPT = 2
@@ -90,7 +90,7 @@ class Readout:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """What the gate decided for one sequence's last prompt."""
+    """The gate's decision for one sequence's last prompt."""
 
     logit: float
     route: Route

@@ -83,8 +83,8 @@ class Context:
     Args:
         model: the loaded model.
         n_ctx: context window in tokens, shared by all sequences.
-        n_batch: most tokens per decode; longer prompts are split. Default
-            min(n_ctx, 512).
+        n_batch: maximum tokens per decode; longer prompts are split.
+            Default min(n_ctx, 512).
         n_seq_max: most sequences decoded together.
         n_threads: CPU threads; default all cores.
         hook: attach lrgate's native hook (default). False with no
@@ -182,7 +182,7 @@ class Context:
         """
         n = len(tokens)
         if not 0 < n <= self.n_batch:
-            raise ValueError(f"a batch holds 1..{self.n_batch} rows; got {n}")
+            raise ValueError(f"invalid batch of {n} rows; expected 1 to {self.n_batch}")
         batch = self._batch
         batch.n_tokens = n
         self._tokens_view[:n] = tokens
