@@ -69,7 +69,7 @@ def calibrate(bundle_path: Path, lang: str, model_spec: str, harmful_texts: tupl
     try:
         bundle.check_model(model.fingerprint())
     except ModelMismatchError as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(f"{error}; pass that model with --model") from error
 
     rows = last_prompt_rows(model, harmful + harmless, bundle.layer, n_threads=threads)
     labels = np.array([1] * len(harmful) + [0] * len(harmless), dtype=np.int8)
@@ -84,8 +84,9 @@ def calibrate(bundle_path: Path, lang: str, model_spec: str, harmful_texts: tupl
         bundle.save(target)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
+    backup = f" (previous version kept as {bundle_path.name}.bak)" if out is None else ""
     click.echo(f"{lang}: threshold {calibration.threshold:.4g}, budget {calibration.budget}, "
-               f"fit score {calibration.fit_score:.3f}; wrote {target}")
+               f"fit score {calibration.fit_score:.3f}; wrote {target}{backup}")
 
 
 def _gather_examples(lang: str, harmful: tuple[str, ...], harmless: tuple[str, ...],
@@ -112,6 +113,11 @@ def _gather_examples(lang: str, harmful: tuple[str, ...], harmless: tuple[str, .
         prompts = [p for p in prompts if p.lang == lang]
         harmful = tuple(p.text for p in prompts if p.label == "harmful")[:b]
         harmless = tuple(p.text for p in prompts if p.label == "harmless")[:b]
+        if min(len(harmful), len(harmless)) < b:
+            click.echo(f"warning: only {min(len(harmful), len(harmless))} examples per class "
+                       f"of {lang!r} are available; --budget {b} asked for more", err=True)
+            kept = min(len(harmful), len(harmless))
+            harmful, harmless = harmful[:kept], harmless[:kept]
     if not harmful or not harmless or len(harmful) != len(harmless):
         raise click.UsageError(
             f"calibration needs the same number (1 to {MAX_BUDGET}) of harmful and harmless "

@@ -57,7 +57,8 @@ Ctrl-C stops the current reply; Ctrl-D exits."""
               help="Random seed for sampling when T > 0.")
 @threads_option
 @click.option("--n-ctx", type=click.IntRange(64), default=4096, show_default=True,
-              metavar="N", help="Context window in tokens, shared by the whole conversation.")
+              metavar="N", help="Context window in tokens, shared by the whole conversation; "
+              "llama.cpp rounds it up to a multiple of 256.")
 def chat(model_spec: str, bundle_path: Path | None, lang: str, prompt: str | None,
          as_json: bool, show_gate: bool, no_gate: bool, route: str | None, max_tokens: int,
          temperature: float, top_p: float, seed: int, threads: int | None,
@@ -214,6 +215,9 @@ class ChatSession:
         elif name == "/lang" and argument:
             if self.select_language(argument):
                 click.echo(f"language: {self.lang} ({LANGUAGE_NAMES[self.lang]})", err=True)
+        elif name == "/lang":
+            click.echo(f"usage: /lang XX; the language now is {self.lang} "
+                       f"({LANGUAGE_NAMES[self.lang]})", err=True)
         elif name == "/gate":
             click.echo(self._gate_line(self.last) if self.last else "no reply yet", err=True)
         elif name == "/help":

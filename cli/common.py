@@ -88,8 +88,8 @@ def parse_layers(text: str, model: Model) -> list[int] | None:
     for layer in layers:
         if not 0 <= layer < model.n_layer - 1:
             raise click.BadParameter(
-                f"layer {layer} is outside 0..{model.n_layer - 2} for {model.name}",
-                param_hint="--layers")
+                f"layer {layer} is outside 0..{model.n_layer - 2} for {model.name}; the last "
+                "block's output keeps only the rows that produce logits", param_hint="--layers")
     return layers
 
 

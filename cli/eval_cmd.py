@@ -52,7 +52,8 @@ def _parse_budgets(text: str) -> list[int]:
 @data_root_option
 @click.option("--langs", default="all", show_default=True, metavar="CODES",
               help="Languages to evaluate; codes, or high, mid, low, all (those with data).")
-@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True,
+              help="Data split whose prompts are evaluated.")
 @click.option("--limit", type=click.IntRange(1), default=10, show_default=True, metavar="N",
               help="Prompts per label and language.")
 @click.option("--methods", default="none,ablate,add,gate", show_default=True, metavar="NAMES",

@@ -34,9 +34,10 @@ def cli(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    # llama.cpp's loader writes hundreds of lines; show them only with -vv.
-    logging.getLogger("lrgate_cpp.llama_cpp").setLevel(
-        logging.DEBUG if verbose >= 2 else logging.ERROR)
+    # llama.cpp's loader writes hundreds of lines, and lrgate turns its
+    # failures into its own messages: show its warnings with -v, all with -vv.
+    llama_level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbose, logging.DEBUG)
+    logging.getLogger("lrgate_cpp.llama_cpp").setLevel(llama_level)
 
 
 for command in (extract, fit, calibrate, inspect_bundle, analyze, chat, evaluate,

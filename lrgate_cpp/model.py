@@ -68,6 +68,17 @@ def check_gguf_file(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _gguf_architecture(path: Path) -> str | None:
+    """Return a GGUF file's general.architecture, or None when it cannot be read."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(path).get_field("general.architecture")
+        return None if field is None else str(field.contents())
+    except (ValueError, IndexError, OSError):
+        return None
+
+
 class Model:
     """A GGUF model loaded by llama.cpp (weights only; contexts come later).
 
@@ -89,6 +100,9 @@ class Model:
         params.use_extra_bufts = use_extra_bufts
         self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not self._ptr:
+            if _gguf_architecture(self.path) == "lrgate":
+                raise ModelError(f"{self.path} is an lrgate gate bundle, not a model; pass it "
+                                 "with --bundle and give the model with --model")
             raise ModelError(
                 f"llama.cpp could not load {self.path}: the file is truncated, corrupt, or of "
                 "an unsupported architecture (run with --verbose to see llama.cpp's log)"

@@ -106,3 +106,10 @@ def test_unknown_short_name():
 
 def test_known_model_paths_exist():
     assert Path(resolve_model_path("smollm2-135m")).exists()
+
+
+@pytest.mark.model
+def test_bundle_passed_as_model():
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "smollm2-135m.gguf"
+    with pytest.raises(ModelError, match="gate bundle, not a model"):
+        Model(bundle)
