@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from lrgate_cpp.bundle import BundleError, GateBundle, ModelMismatchError
+from lrgate_cpp.bundle import ModelMismatchError
 from lrgate_cpp.cli.common import (
     data_root_option,
+    load_bundle,
     load_model,
     model_option,
     threads_option,
@@ -20,13 +21,6 @@ from lrgate_cpp.extract import last_prompt_rows
 from lrgate_cpp.fitting import MAX_BUDGET, calibrate_language
 from lrgate_cpp.languages import check_language
 from lrgate_cpp.sources import load_language
-
-
-def load_bundle(path: Path) -> GateBundle:
-    try:
-        return GateBundle.load(path)
-    except (BundleError, FileNotFoundError) as error:
-        raise click.BadParameter(str(error), param_hint="--bundle") from error
 
 
 @click.command()

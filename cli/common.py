@@ -10,12 +10,16 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from lrgate_cpp.bundle import BundleError, GateBundle
 from lrgate_cpp.languages import ALL_LANGUAGES, check_language
 from lrgate_cpp.model import Model, ModelError
 from lrgate_cpp.zoo import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_path
 
 __all__ = [
+    "batch_option",
+    "bundle_option",
     "data_root_option",
+    "load_bundle",
     "load_model",
     "model_option",
     "parse_languages",
@@ -36,6 +40,23 @@ data_root_option = click.option(
     "--data-root", type=click.Path(file_okay=False, path_type=Path),
     default=lambda: os.environ.get("LRGATE_DATA"), metavar="DIR",
     help="Data folder holding polyrefuse/, multijail/ and mgsm/ [default: $LRGATE_DATA].")
+
+
+bundle_option = click.option(
+    "--bundle", "bundle_path", required=True, metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path), help="Gate bundle.")
+
+batch_option = click.option(
+    "--batch", type=click.IntRange(1, 64), default=8, show_default=True,
+    help="Prompts decoded together.")
+
+
+def load_bundle(path: Path) -> GateBundle:
+    """Load a gate bundle, turning a missing or damaged file into a usage error."""
+    try:
+        return GateBundle.load(path)
+    except (BundleError, FileNotFoundError) as error:
+        raise click.BadParameter(str(error), param_hint="--bundle") from error
 
 
 def load_model(spec: str) -> Model:
@@ -95,6 +116,6 @@ def parse_layers(text: str, model: Model) -> list[int] | None:
 
 @contextmanager
 def progress_bar(total: int, description: str) -> Iterator[tqdm]:
-    """A progress bar on stderr with rate and time left."""
+    """Show a progress bar on stderr with the rate and the time left."""
     with tqdm(total=total, desc=description, unit="prompt", dynamic_ncols=True) as bar:
         yield bar

@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from lrgate_cpp.bundle import ModelMismatchError
-from lrgate_cpp.cli.calibrate_cmd import load_bundle
 from lrgate_cpp.cli.common import (
+    batch_option,
+    bundle_option,
+    load_bundle,
     data_root_option,
     load_model,
     model_option,
@@ -47,8 +49,7 @@ def _parse_budgets(text: str) -> list[int]:
 
 @click.command("eval")
 @model_option
-@click.option("--bundle", "bundle_path", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False, path_type=Path), help="Gate bundle.")
+@bundle_option
 @data_root_option
 @click.option("--langs", default="all", show_default=True, metavar="CODES",
               help="Languages to evaluate; codes, or high, mid, low, all (those with data).")
@@ -66,8 +67,7 @@ def _parse_budgets(text: str) -> list[int]:
               metavar="DIR", help="Source validation activations (cast).")
 @click.option("--max-tokens", type=click.IntRange(1, 1024), default=48, show_default=True,
               help="Reply length limit in tokens.")
-@click.option("--batch", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Prompts decoded together.")
+@batch_option
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               metavar="DIR", help="Run folder; an unfinished run there resumes.")

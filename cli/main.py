@@ -31,7 +31,7 @@ def cli(verbose: int) -> None:
     decides per prompt and language whether it is harmful, and steers the
     reply toward refusal or away from the harmfulness direction.
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     # llama.cpp's loader writes hundreds of lines, and lrgate turns its

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from lrgate_cpp.cli.common import (
+    batch_option,
     data_root_option,
     load_model,
     model_option,
@@ -65,8 +66,7 @@ def _open_store(path: Path, option: str) -> ActivationStore:
               metavar="N", help="SIB-200 sentences per utility language.")
 @click.option("--max-tokens", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Reply length limit in tokens.")
-@click.option("--batch", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Prompts decoded together.")
+@batch_option
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               metavar="DIR", help="Run folder; an unfinished sweep there resumes.")

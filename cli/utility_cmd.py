@@ -10,8 +10,10 @@ from pathlib import Path
 import click
 
 from lrgate_cpp.bundle import ModelMismatchError
-from lrgate_cpp.cli.calibrate_cmd import load_bundle
 from lrgate_cpp.cli.common import (
+    batch_option,
+    bundle_option,
+    load_bundle,
     data_root_option,
     load_model,
     model_option,
@@ -57,8 +59,7 @@ def load_questions(root: Path, datasets: list[str], mmlu_langs: list[str],
 
 @click.command("utility")
 @model_option
-@click.option("--bundle", "bundle_path", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False, path_type=Path), help="Gate bundle.")
+@bundle_option
 @data_root_option
 @click.option("--datasets", default="mmlu,sib200", show_default=True, metavar="NAMES",
               help=f"Comma-separated: {', '.join(DATASETS)}.")

@@ -14,7 +14,7 @@ to a directory that :class:`ActivationStore` reads:
   interrupted at any point resumes from it.
 
 Positions: ``t_post_inst`` is the last prompt token, after the assistant
-header, which the gate reads; ``t_inst`` is the last token of the user's
+header, and the gate reads it. ``t_inst`` is the last token of the user's
 text, before the template's end-of-turn markup.
 """
 
@@ -163,7 +163,7 @@ def _open_for_resume(out: Path, model: Model, prompts: Sequence[Prompt], layers:
     if (store.manifest["prompts"] != expected or store.layers != layers
             or store.positions != list(positions)):
         raise ValueError(
-            f"{out} holds an extraction of other prompts, layers or positions; choose a new "
+            f"{out} contains an extraction of other prompts, layers or positions; choose a new "
             "--out directory, or pass --overwrite to start again")
     if not store.fingerprint.matches(model.fingerprint()):
         raise ValueError(f"{out} was extracted from {store.fingerprint.describe()}, not "

@@ -250,7 +250,7 @@ class Hook:
 
         Args:
             cosine: divide the projections by the row's norm, so the readout
-                sees cosine similarities (conditional activation steering).
+                scores cosine similarities (conditional activation steering).
             ablate_harmless: apply the harmless route's ablation; False
                 leaves harmless sequences unedited.
             adaptive: scale the harmful route's alpha by the logit clamped

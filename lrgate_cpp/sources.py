@@ -1,4 +1,4 @@
-"""Which data files hold a language's prompts, under one data folder.
+"""Lookup of the data files that contain a language's prompts, under one data folder.
 
 PolyRefuse has train, val and test splits for en ar de es fr it ja ko nl
 pl ru th yo zh. Languages it lacks but MultiJail (harmful) and MGSM

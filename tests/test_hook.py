@@ -140,7 +140,9 @@ def test_two_sequences_get_their_own_routes(any_model):
     steered = (seqs == 0) & ((flags & (Rows.LAST_PROMPT | Rows.GENERATED)) != 0)
     untouched = (seqs == 0) & ~steered
     ablated = seqs == 1
-    assert steered.sum() >= 2 and untouched.sum() > 0 and ablated.sum() > len(b)
+    assert steered.sum() >= 2
+    assert untouched.sum() > 0
+    assert ablated.sum() > len(b)
     np.testing.assert_allclose(rows_a[steered], rows_b[steered] + alpha * v, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(rows_a[untouched], rows_b[untouched])
     expected = rows_b[ablated] - np.outer(rows_b[ablated] @ v, v)

@@ -68,7 +68,8 @@ def test_run_sweep_rows_and_resume(smollm, stores, data_dir: Path, tmp_path: Pat
         assert half["alpha"] == pytest.approx(full["alpha"] / 2)
         assert half["val_auc"] == full["val_auc"]
     for row in rows:
-        assert row["n_harmful"] == 1 and row["n_harmless"] == 1
+        assert row["n_harmful"] == 1
+        assert row["n_harmless"] == 1
         assert row["delta"] == row["harmful_refusal"] - row["harmless_refusal"]
         assert row["utility_n"] == 1
     assert rows[0]["routed_harmful_of_harmful"] is None

@@ -5,7 +5,7 @@
  * Contract with ggml's scheduler (ggml-backend.h, llama.cpp as shipped in
  * llama-cpp-python 0.3.36): lrg_eval_callback is called from the thread
  * that runs llama_decode, first with ask=true for every graph node. It
- * answers true for nodes that an operation names. The scheduler then
+ * returns true for nodes that an operation names. The scheduler then
  * computes the graph up to that node, synchronizes, and calls it again with
  * ask=false; at that moment later nodes have not run, so an edit of the
  * node's data changes the rest of the forward pass.
