@@ -39,6 +39,7 @@ from lrgate_cpp.template import ChatTemplate, encode_messages, template_for
 __all__ = [
     "POSITIONS",
     "ActivationStore",
+    "LastPromptReader",
     "extract_activations",
     "instruction_end_index",
     "last_prompt_rows",
@@ -233,7 +234,8 @@ def extract_activations(
             ctx.clear()
             for capture in captures:
                 capture.reset()
-            ctx.prefill({seq: encoded[i] for seq, i in enumerate(group)})
+            ctx.prefill_until({seq: encoded[i] for seq, i in enumerate(group)},
+                              f"l_out-{max(layers)}")
             for column, capture in enumerate(captures):
                 data, seqs, flags = capture.read()
                 for seq, i in enumerate(group):
@@ -276,29 +278,90 @@ def pack_prompts(todo: list[int], encoded: list[list[int]], batch_prompts: int,
     return groups
 
 
+class LastPromptReader:
+    """Reads ``l_out-<layer>`` at the last prompt token, keeping one context open.
+
+    Each batch of prompts is decoded only as far as the layer
+    (:meth:`Context.prefill_until`), so later layers and the logits cost
+    nothing. The context grows when a prompt does not fit it.
+
+    Args:
+        model: the loaded model.
+        layer: block whose output is read; not the last block.
+        batch_prompts: prompts decoded together as separate sequences.
+        n_threads: CPU threads; None uses all cores.
+    """
+
+    def __init__(self, model: Model, layer: int, batch_prompts: int = 8,
+                 n_threads: int | None = None) -> None:
+        _check_layers(model, [layer])
+        if batch_prompts < 1:
+            raise ValueError(f"batch_prompts must be >= 1; got {batch_prompts}")
+        self.model = model
+        self.node = f"l_out-{layer}"
+        self.batch_prompts = batch_prompts
+        self.n_threads = n_threads
+        self.template = template_for(model)
+        self._ctx: Context | None = None
+        self._capture = None
+
+    def _context_for(self, longest: int) -> Context:
+        if self._ctx is not None and self._ctx.n_batch >= longest:
+            return self._ctx
+        self.close()
+        n_batch = max(longest, 512)
+        self._ctx = Context(self.model, n_ctx=n_batch, n_batch=n_batch,
+                            n_seq_max=self.batch_prompts, n_threads=self.n_threads)
+        assert self._ctx.hook is not None
+        self._capture = self._ctx.hook.capture(self.node, rows=Rows.LAST_PROMPT,
+                                               capacity=n_batch)
+        return self._ctx
+
+    def encode(self, text: str) -> list[int]:
+        """Return the chat-formatted token ids of ``text`` as a user turn."""
+        return encode_messages(self.model, self.template, [{"role": "user", "content": text}])
+
+    def read(self, texts: Sequence[str]) -> np.ndarray:
+        """Return float32 rows of shape (len(texts), n_embd), one per text."""
+        if not texts:
+            raise ValueError("no texts to run")
+        encoded = [self.encode(t) for t in texts]
+        ctx = self._context_for(max(len(t) for t in encoded))
+        capture = self._capture
+        assert capture is not None
+        out = np.empty((len(texts), self.model.n_embd), dtype=np.float32)
+        for group in pack_prompts(list(range(len(texts))), encoded, self.batch_prompts,
+                                  ctx.n_batch):
+            capture.reset()
+            ctx.prefill_until({seq: encoded[i] for seq, i in enumerate(group)}, self.node)
+            data, seqs, _ = capture.read()
+            for seq, i in enumerate(group):
+                out[i] = data[seqs == seq][-1]
+        return out
+
+    def close(self) -> None:
+        """Free the context; a later :meth:`read` makes a new one."""
+        if self._ctx is not None:
+            self._ctx.close()
+        self._ctx = None
+        self._capture = None
+
+    def __enter__(self) -> LastPromptReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def last_prompt_rows(model: Model, texts: Sequence[str], layer: int, batch_prompts: int = 8,
                      n_threads: int | None = None) -> np.ndarray:
     """Return ``l_out-<layer>`` at the last prompt token of each text, without storing.
 
+    Opens a context for this call; keep a :class:`LastPromptReader` to read
+    many times.
+
     Returns:
         float32 of shape (len(texts), n_embd).
     """
-    _check_layers(model, [layer])
-    if not texts:
-        raise ValueError("no texts to run")
-    template = template_for(model)
-    encoded = [encode_messages(model, template, [{"role": "user", "content": t}]) for t in texts]
-    n_batch = max(max(len(t) for t in encoded), 512)
-    out = np.empty((len(texts), model.n_embd), dtype=np.float32)
-    with Context(model, n_ctx=max(n_batch, 256), n_batch=n_batch,
-                 n_seq_max=batch_prompts, n_threads=n_threads) as ctx:
-        assert ctx.hook is not None
-        capture = ctx.hook.capture(f"l_out-{layer}", rows=Rows.LAST_PROMPT, capacity=n_batch)
-        for group in pack_prompts(list(range(len(texts))), encoded, batch_prompts, n_batch):
-            ctx.clear()
-            capture.reset()
-            ctx.prefill({seq: encoded[i] for seq, i in enumerate(group)})
-            data, seqs, _ = capture.read()
-            for seq, i in enumerate(group):
-                out[i] = data[seqs == seq][-1]
-    return out
+    with LastPromptReader(model, layer, batch_prompts, n_threads) as reader:
+        return reader.read(texts)

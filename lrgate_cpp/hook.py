@@ -318,6 +318,25 @@ class Hook:
         self._force_copy = bool(on)
         self._lib.lrg_set_force_copy(self._state, self._force_copy)
 
+    def stop_after(self, node: str | None) -> None:
+        """End each forward pass once ``node`` is computed and its operations ran.
+
+        Later layers, their KV cache entries and the logits stay unwritten,
+        so only decodes that exist to read activations may use it, and
+        their sequences must be cleared afterwards
+        (:meth:`lrgate_cpp.runtime.Context.prefill_until` does both).
+        None computes whole graphs again.
+        """
+        if node is not None:
+            self._check_node(node)
+        if self._lib.lrg_set_stop_after(self._state, None if node is None else node.encode()):
+            self.raise_errors()
+
+    @property
+    def stopped_count(self) -> int:
+        """Forward passes ended early by :meth:`stop_after` since the state was made."""
+        return int(self._lib.lrg_stopped_count(self._state))
+
     # Decode-time plumbing, used by the runtime ----------------------------
 
     def set_batch(self, seq_ids: np.ndarray, flags: np.ndarray) -> None:

@@ -61,6 +61,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "lrg_set_batch": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, c_int32_p, c_uint8_p]),
     "lrg_set_force_copy": (None, [ctypes.c_void_p, ctypes.c_bool]),
     "lrg_set_probe": (None, [ctypes.c_void_p, ctypes.c_bool]),
+    "lrg_set_stop_after": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p]),
+    "lrg_stopped_count": (ctypes.c_int64, [ctypes.c_void_p]),
     "lrg_probe_count": (ctypes.c_int, [ctypes.c_void_p]),
     "lrg_probe_entry": (
         ctypes.c_int,

@@ -210,13 +210,14 @@ class Context:
 
     # Sequences ----------------------------------------------------------------
 
-    def prefill(self, prompts: dict[int, list[int]]) -> None:
+    def prefill(self, prompts: dict[int, list[int]], logits: bool = True) -> None:
         """Append prompt tokens to one or more sequences and compute their logits.
 
         Sequences are packed into shared batches where they fit; a prompt
         longer than ``n_batch`` is split. The last token of each prompt is
         flagged as the last prompt row, so a gate decides there, and each
-        sequence's gate decision is reset first.
+        sequence's gate decision is reset first. ``logits=False`` asks
+        llama.cpp for no logits, for decodes that only feed the hook.
         """
         rows: list[tuple[int, int, int, int]] = []  # (seq, token, pos, flags)
         for seq, tokens in prompts.items():
@@ -239,7 +240,25 @@ class Context:
                 flag = Rows.PROMPT | (Rows.LAST_PROMPT if last else 0)
                 rows.append((seq, token, start + i, int(flag)))
             self.positions[seq] = start + len(tokens)
-        self._decode_rows(rows)
+        self._decode_rows(rows, logits)
+
+    def prefill_until(self, prompts: dict[int, list[int]], node: str) -> None:
+        """Decode prompts only as far as graph node ``node``, to read activations there.
+
+        Each forward pass ends once ``node`` is computed and the hook's
+        operations on it ran, so layers after it cost nothing. Their KV
+        cache entries are never written, so the given sequences are
+        cleared afterwards; captures keep what they copied.
+        """
+        if self.hook is None:
+            raise ContextError("prefill_until needs the native hook")
+        self.hook.stop_after(node)
+        try:
+            self.prefill(prompts, logits=False)
+        finally:
+            self.hook.stop_after(None)
+            for seq in prompts:
+                self.clear(seq)
 
     def step(self, tokens: dict[int, int]) -> None:
         """Append one sampled token to each given sequence and compute its logits."""
@@ -252,13 +271,14 @@ class Context:
             self.positions[seq] += 1
         self._decode_rows(rows)
 
-    def _decode_rows(self, rows: list[tuple[int, int, int, int]]) -> None:
+    def _decode_rows(self, rows: list[tuple[int, int, int, int]], logits: bool = True) -> None:
         for start in range(0, len(rows), self.n_batch):
             for seq, row in self._logit_row.items():
                 self._saved_logits[seq] = self._read_logits(row)
             self._logit_row.clear()
             chunk = rows[start:start + self.n_batch]
-            want = [bool(flag & (Rows.LAST_PROMPT | Rows.GENERATED)) for _, _, _, flag in chunk]
+            want = [logits and bool(flag & (Rows.LAST_PROMPT | Rows.GENERATED))
+                    for _, _, _, flag in chunk]
             self.decode([r[1] for r in chunk], [r[2] for r in chunk], [r[0] for r in chunk],
                         [r[3] for r in chunk], want)
             for i, (seq, _, _, _) in enumerate(chunk):

@@ -9,6 +9,7 @@ from conftest import data_root
 from lrgate_cpp.data import Prompt
 from lrgate_cpp.extract import (
     ActivationStore,
+    LastPromptReader,
     extract_activations,
     instruction_end_index,
     last_prompt_rows,
@@ -49,6 +50,24 @@ def test_post_inst_rows_match_single_runs(smollm, tmp_path):
     rows = last_prompt_rows(smollm, [p.text for p in PROMPTS[:2]], 7, batch_prompts=1,
                             n_threads=2)
     np.testing.assert_array_equal(store.features(7)[0], rows)
+
+
+def test_reader_reuses_and_grows_its_context(smollm):
+    texts = [p.text for p in PROMPTS]
+    fresh = last_prompt_rows(smollm, texts, 7, batch_prompts=2, n_threads=2)
+    long_text = "Please summarise this. " + "The river runs past the mill. " * 120
+    with LastPromptReader(smollm, 7, batch_prompts=2, n_threads=2) as reader:
+        first = reader.read(texts)
+        again = reader.read(texts)
+        assert reader._ctx.n_batch == 512
+        both = reader.read([long_text, texts[0]])
+        assert reader._ctx.n_batch >= len(reader.encode(long_text)) > 512
+    np.testing.assert_array_equal(first, fresh)
+    np.testing.assert_array_equal(first, again)
+    # Batched with other rows, llama.cpp's matmuls are not bit-exact on this
+    # model, so the row read next to a long prompt is compared by direction.
+    cosine = both[1] @ first[0] / (np.linalg.norm(both[1]) * np.linalg.norm(first[0]))
+    assert cosine > 0.999
 
 
 def test_instruction_end_index_points_at_text(smollm):

@@ -243,6 +243,39 @@ def test_force_copy_path_matches_host_path(smollm):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+def test_prefill_until_stops_after_node_with_same_rows(any_model):
+    node = layer_node(any_model)
+    tokens = chat_tokens(any_model, PROMPT)
+    with make_context(any_model, hook=False) as plain:
+        expected_logits = prompt_logits(plain, tokens)
+    with make_context(any_model) as ctx:
+        capture = ctx.hook.capture(node, rows=Rows.LAST_PROMPT)
+        asked_before = ctx.hook.counters()[0]
+        prompt_logits(ctx, tokens)
+        asked_full = ctx.hook.counters()[0] - asked_before
+        full_row = capture.read()[0].copy()
+
+        ctx.clear()
+        capture.reset()
+        asked_before = ctx.hook.counters()[0]
+        ctx.prefill_until({0: tokens}, node)
+        asked_short = ctx.hook.counters()[0] - asked_before
+        short_row = capture.read()[0]
+
+        assert ctx.hook.stopped_count == 1
+        assert ctx.positions[0] == 0
+        # The scheduler asked about fewer nodes: the later layers never ran.
+        assert asked_short < asked_full
+        np.testing.assert_array_equal(short_row, full_row)
+        # Whole graphs again afterwards, with a cleared cache.
+        np.testing.assert_array_equal(prompt_logits(ctx, tokens), expected_logits)
+
+
+def test_stop_after_rejects_unknown_node(smollm):
+    with make_context(smollm) as ctx, pytest.raises(HookConfigError, match="not in this model"):
+        ctx.hook.stop_after("no_such_node-3")
+
+
 def test_capture_overflow_is_reported(smollm):
     tokens = chat_tokens(smollm, PROMPT)
     with make_context(smollm) as ctx:

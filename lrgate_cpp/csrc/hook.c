@@ -76,6 +76,8 @@ struct lrg_state {
 
     float *scratch;       /* [max_rows, n_embd], for tensors outside host memory */
     bool force_copy;
+    char stop_after[GGML_MAX_NAME]; /* "": compute the whole graph */
+    int64_t n_stopped;
 
     bool probe;
     lrg_probe_entry_t *probe_entries; /* [LRG_MAX_PROBE] */
@@ -331,6 +333,21 @@ int lrg_set_batch(lrg_state *s, int n_rows, const int32_t *row_seq, const uint8_
 
 void lrg_set_force_copy(lrg_state *s, bool on) { s->force_copy = on; }
 
+int lrg_set_stop_after(lrg_state *s, const char *node) {
+    if (node == NULL) {
+        s->stop_after[0] = '\0';
+        return 0;
+    }
+    if (strlen(node) >= sizeof(s->stop_after)) {
+        set_error(s, "node name %s is longer than %d bytes", node, GGML_MAX_NAME - 1);
+        return -1;
+    }
+    (void)snprintf(s->stop_after, sizeof(s->stop_after), "%s", node);
+    return 0;
+}
+
+int64_t lrg_stopped_count(const lrg_state *s) { return s->n_stopped; }
+
 void lrg_set_probe(lrg_state *s, bool on) {
     s->probe = on;
     if (on) {
@@ -532,10 +549,19 @@ bool lrg_eval_callback(struct ggml_tensor *t, bool ask, void *user_data) {
             record_probe(s, t);
             return false;
         }
-        return s->n_rows > 0 && find_pending_op(s, t->name) >= 0;
+        if (s->n_rows == 0) {
+            return false;
+        }
+        return find_pending_op(s, t->name) >= 0 || strcmp(s->stop_after, t->name) == 0;
     }
-    observe(s, t);
-    /* Returning false here would cancel the graph computation. */
+    if (find_pending_op(s, t->name) >= 0) {
+        observe(s, t);
+    }
+    if (s->stop_after[0] != '\0' && strcmp(s->stop_after, t->name) == 0) {
+        /* Returning false ends the scheduler's current split here. */
+        s->n_stopped++;
+        return false;
+    }
     return true;
 }
 

@@ -101,6 +101,15 @@ int lrg_set_batch(lrg_state *s, int n_rows, const int32_t *row_seq, const uint8_
  * is host memory, to exercise the path that non-host backends take. */
 void lrg_set_force_copy(lrg_state *s, bool on);
 
+/* Stop the forward pass once the named node has been computed and its
+ * operations have run (NULL or "" computes the whole graph). ggml's
+ * scheduler ends the current split there, so later layers, their KV cache
+ * entries and the logits are left unwritten: only for decodes whose sole
+ * purpose is to read activations, followed by clearing the KV cache. On a
+ * backend that splits the graph, later splits still run. */
+int lrg_set_stop_after(lrg_state *s, const char *node);
+int64_t lrg_stopped_count(const lrg_state *s);
+
 /* Probe mode records the name, type and shape of every node asked about and
  * edits nothing. */
 void lrg_set_probe(lrg_state *s, bool on);
