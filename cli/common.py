@@ -115,7 +115,12 @@ def parse_layers(text: str, model: Model) -> list[int] | None:
 
 
 @contextmanager
-def progress_bar(total: int, description: str) -> Iterator[tqdm]:
-    """Show a progress bar on stderr with the rate and the time left."""
-    with tqdm(total=total, desc=description, unit="prompt", dynamic_ncols=True) as bar:
+def progress_bar(total: int, description: str, initial: int = 0) -> Iterator[tqdm]:
+    """Show a progress bar on stderr with the rate and the time left.
+
+    ``initial`` counts work finished by an earlier run, which the rate and
+    the time left leave out.
+    """
+    with tqdm(total=total, initial=initial, desc=description, unit="prompt",
+              dynamic_ncols=True) as bar:
         yield bar

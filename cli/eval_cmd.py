@@ -20,7 +20,15 @@ from lrgate_cpp.cli.common import (
     require_data_root,
     threads_option,
 )
-from lrgate_cpp.evaluate import EvalJob, collect_target_examples, load_completions, run_eval
+from lrgate_cpp.evaluate import (
+    EvalJob,
+    RunSettingsError,
+    check_run_settings,
+    collect_target_examples,
+    count_finished,
+    load_completions,
+    run_eval,
+)
 from lrgate_cpp.extract import ActivationStore
 from lrgate_cpp.methods import ADAPTED, METHODS, build_method
 from lrgate_cpp.report import write_report
@@ -126,10 +134,17 @@ def evaluate(model_spec: str, bundle_path: Path, data_root: Path | None, langs: 
     from lrgate_cpp.judge_lexicon import is_refusal_batch
 
     job = EvalJob(prompts, max_tokens, batch, threads)
+    settings = {"model": model.fingerprint().describe(), "model_file": model.path.name,
+                "bundle_layer": bundle.layer, "bundle_alpha": bundle.alpha,
+                "split": split, "max_tokens": max_tokens, "judge": "lexicon"}
+    try:
+        check_run_settings(out, settings)
+    except RunSettingsError as error:
+        raise click.ClickException(str(error)) from error
     started = time.perf_counter()
-    already = len(load_completions(out / "completions.jsonl"))
-    with progress_bar(len(prompts) * len(setups), "eval") as bar:
-        bar.update(min(already, bar.total))
+    already = count_finished(load_completions(out / "completions.jsonl"),
+                             [setup.label for setup in setups], prompts)
+    with progress_bar(len(prompts) * len(setups), "eval", initial=already) as bar:
         records = run_eval(model, setups, job, out, is_refusal_batch, on_progress=bar.update)
     paths = write_report(records, out, "multilingual lexicon judge (lrgate_cpp.judge_lexicon)")
     click.echo(f"{len(records)} completions in {out} ({time.perf_counter() - started:.0f} s "

@@ -22,7 +22,15 @@ from lrgate_cpp.model import Model
 from lrgate_cpp.runtime import Context, ContextFullError
 from lrgate_cpp.template import encode_messages, template_for
 
-__all__ = ["EvalJob", "collect_target_examples", "load_completions", "run_eval"]
+__all__ = [
+    "EvalJob",
+    "RunSettingsError",
+    "check_run_settings",
+    "collect_target_examples",
+    "count_finished",
+    "load_completions",
+    "run_eval",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,50 @@ class EvalJob:
 
 def _key(record: dict) -> tuple[str, str, str, int]:
     return (record["method"], record["lang"], record["label"], int(record["index"]))
+
+
+class RunSettingsError(ValueError):
+    """A run folder holds replies made with other settings than the current command's."""
+
+
+def check_run_settings(out: Path, settings: dict[str, object]) -> None:
+    """Record the settings replies depend on in ``out/run.json``, or check them against it.
+
+    Methods, languages and sample sizes may grow between runs into one
+    folder (each reply is keyed by them); the model, the gate, the split and
+    the reply length may not, because replies made under different ones
+    would be mixed in one summary.
+
+    Raises:
+        RunSettingsError: naming each setting that differs.
+    """
+    path = out / "run.json"
+    if not path.exists():
+        if (out / "completions.jsonl").exists():
+            log.warning("%s has replies but no run.json (made by an older lrgate); its "
+                        "settings cannot be checked and are recorded from this command", out)
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunSettingsError(f"{path} is not valid JSON ({error}); restore or delete it") from None
+    differing = [f"{key}: folder has {recorded.get(key)!r}, this command {value!r}"
+                 for key, value in settings.items() if recorded.get(key) != value]
+    if differing:
+        raise RunSettingsError(
+            f"{out} holds replies made with other settings ({'; '.join(differing)}); "
+            "use another --out folder, or repeat the settings of the run that made it")
+
+
+def count_finished(records: Sequence[dict], labels: Sequence[str],
+                   prompts: Sequence[Prompt]) -> int:
+    """Count the (method label, prompt) pairs of a request that ``records`` already hold."""
+    wanted = {(label, p.lang, p.label, i) for label in labels
+              for p, i in zip(prompts, _cell_indices(prompts))}
+    return len(wanted & {_key(r) for r in records})
 
 
 def load_completions(path: Path) -> list[dict]:

@@ -9,7 +9,15 @@ import pytest
 from conftest import data_root
 from lrgate_cpp.bundle import GateBundle
 from lrgate_cpp.data import load_split
-from lrgate_cpp.evaluate import EvalJob, collect_target_examples, load_completions, run_eval
+from lrgate_cpp.evaluate import (
+    EvalJob,
+    RunSettingsError,
+    check_run_settings,
+    collect_target_examples,
+    count_finished,
+    load_completions,
+    run_eval,
+)
 from lrgate_cpp.extract import extract_activations
 from lrgate_cpp.hook import Route
 from lrgate_cpp.methods import METHODS, build_method
@@ -110,3 +118,38 @@ def test_report_files(setting, tmp_path):
     assert en["delta"] == pytest.approx(100.0)
     assert [r["group"] for r in summary["tiers"]] == ["high", "mid"]
     assert {p.name for p in paths} >= {"summary.md", "refusal_by_tier.png"}
+
+
+def test_run_settings_are_recorded_then_checked(tmp_path):
+    settings = {"model": "m", "split": "test", "max_tokens": 40}
+    check_run_settings(tmp_path, settings)
+    assert json.loads((tmp_path / "run.json").read_text()) == settings
+    check_run_settings(tmp_path, dict(settings))
+    with pytest.raises(RunSettingsError, match="max_tokens: folder has 40, this command 48"):
+        check_run_settings(tmp_path, {**settings, "max_tokens": 48})
+
+
+def test_count_finished_counts_only_requested_cells(setting):
+    prompts = setting["prompts"]
+    records = [{"method": "none", "lang": p.lang, "label": p.label, "index": 0} for p in prompts]
+    records.append({"method": "gate@b0", "lang": "en", "label": "harmful", "index": 0})
+    # Two prompts per (language, label) cell, so index 0 covers half of them.
+    assert count_finished(records, ["none"], prompts) == len(prompts) // 2
+    assert count_finished(records, ["none", "gate@b4"], prompts) == len(prompts) // 2
+    assert count_finished(records, ["gate@b0"], prompts) == 1
+
+
+def test_cli_refuses_a_folder_made_with_other_settings(tmp_path):
+    from click.testing import CliRunner
+
+    from lrgate_cpp.cli.main import cli
+
+    args = ["eval", "--model", "smollm2-135m", "--bundle", str(BUNDLE), "--data-root",
+            str(data_root()), "--langs", "en", "--limit", "1", "--methods", "none",
+            "--threads", "2", "--out", str(tmp_path)]
+    first = CliRunner().invoke(cli, [*args, "--max-tokens", "2"])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(cli, [*args, "--max-tokens", "3"])
+    assert second.exit_code == 1
+    assert "max_tokens: folder has 2, this command 3" in second.output
+    assert len(load_completions(tmp_path / "completions.jsonl")) == 2
