@@ -8,7 +8,9 @@ The driver sends them the same requests round-robin, alternating which
 stack goes first, so that drift of a shared machine reaches both alike:
 
 - extraction: the residual row after decoder block L at the last prompt
-  token of every prompt (prompts/s and prompt tokens/s);
+  token of every prompt (prompts/s and prompt tokens/s). lrgate ends each
+  forward pass after block L; the torch stack is timed twice, with the
+  whole forward pass and with its hook ending the pass after block L;
 - gated generation: greedy replies of up to ``--new-tokens`` tokens, one
   prompt at a time, with the gate deciding at the last prompt row and
   adding or ablating the bundle's direction (generated tokens/s, prefill
@@ -50,6 +52,7 @@ from typing import IO, Any
 
 import numpy as np
 
+import lrgate_cpp
 from lrgate_cpp.bundle import GateBundle, UncalibratedLanguageWarning
 from lrgate_cpp.data import Prompt
 from lrgate_cpp.sources import load_language
@@ -60,6 +63,9 @@ log = logging.getLogger("vs_torch")
 WORKER = Path(__file__).resolve().with_name("vs_torch_stacks.py")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STACKS = ("lrgate", "torch")
+# Timed requests per stack; lrgate always ends extraction after block L.
+OPS = {"lrgate": ("extract", "generate"), "torch": ("extract", "extract-stop", "generate")}
+OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 DEFAULT_MODELS = ("qwen2.5-coder-0.5b", "smollm2-135m")
 DEFAULT_LANGS = ("en", "de", "ja", "ar", "th", "yo")
 # Targets for lrgate against the PyTorch stack.
@@ -210,6 +216,11 @@ class Worker:
         self._log: IO[str] = self.log_path.open("w", encoding="utf-8")
         environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads),
                            TOKENIZERS_PARALLELISM="false")
+        if stack == "torch" and lrgate_cpp.OPENMP_SPIN_SET:
+            # Importing lrgate_cpp here set lrgate's OpenMP spin count; the
+            # torch stack runs with its own library defaults instead.
+            environment.pop("GOMP_SPINCOUNT", None)
+        self.openmp = {key: environment[key] for key in OPENMP_VARIABLES if key in environment}
         # The job folder is the working directory, because a child that put
         # the repository root on sys.path would import the repository's
         # kernels/ folder in place of transformers' dependency "kernels".
@@ -293,14 +304,15 @@ def compare_outputs(folder: Path) -> dict[str, Any]:
 def run_rounds(workers: dict[str, Worker], repeats: int) -> tuple[dict[str, Any], list[float]]:
     """Send every timed request round-robin; return the samples per stack and the loads seen."""
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {
-        stack: {"extract": [], "generate": []} for stack in STACKS}
+        stack: {op: [] for op in OPS[stack]} for stack in STACKS}
     loads: list[float] = []
     for round_index in range(repeats):
         order = STACKS if round_index % 2 == 0 else STACKS[::-1]
-        for op in ("extract", "generate"):
+        for op in ("extract", "extract-stop", "generate"):
             for stack in order:
-                samples[stack][op].append(workers[stack].request(op))
-                loads.append(os.getloadavg()[0])
+                if op in OPS[stack]:
+                    samples[stack][op].append(workers[stack].request(op))
+                    loads.append(os.getloadavg()[0])
         log.info("round %d of %d done (load average %.2f)", round_index + 1, repeats, loads[-1])
     return samples, loads
 
@@ -309,7 +321,16 @@ def summarize_stack(samples: dict[str, list[dict[str, Any]]], ready: dict[str, A
                     memory: dict[str, int]) -> dict[str, Any]:
     extract = samples["extract"]
     generate = samples["generate"]
+    stopped = samples.get("extract-stop")
+    extra = {} if not stopped else {
+        "extract_stop_prompts_per_s": statistics.median(
+            s["prompts"] / s["seconds"] for s in stopped),
+        "extract_stop_tokens_per_s": statistics.median(
+            s["prompt_tokens"] / s["seconds"] for s in stopped),
+        "extract_stop_seconds": [s["seconds"] for s in stopped],
+    }
     return {
+        **extra,
         "extract_prompts_per_s": statistics.median(s["prompts"] / s["seconds"] for s in extract),
         "extract_tokens_per_s": statistics.median(
             s["prompt_tokens"] / s["seconds"] for s in extract),
@@ -351,6 +372,7 @@ def benchmark_model(name: str, prompts: Sequence[Prompt], args: argparse.Namespa
     ours, theirs = stacks["lrgate"], stacks["torch"]
     ratios = {
         "extract": ours["extract_prompts_per_s"] / theirs["extract_prompts_per_s"],
+        "extract_vs_stopped": ours["extract_prompts_per_s"] / theirs["extract_stop_prompts_per_s"],
         "generate": ours["generate_tokens_per_s"] / theirs["generate_tokens_per_s"],
         "peak_memory": ours["peak_rss_mib"] / theirs["peak_rss_mib"],
     }
@@ -362,9 +384,11 @@ def benchmark_model(name: str, prompts: Sequence[Prompt], args: argparse.Namespa
         "layer": bundle.layer,
         "alpha": bundle.alpha,
         "stacks": stacks,
+        "openmp_environment": {stack: worker.openmp for stack, worker in workers.items()},
         "ratios": ratios,
         "targets_met": {
             "extract": ratios["extract"] >= TARGET_SPEEDUP,
+            "extract_vs_stopped": ratios["extract_vs_stopped"] >= TARGET_SPEEDUP,
             "generate": ratios["generate"] >= TARGET_SPEEDUP,
             "peak_memory": ratios["peak_memory"] < TARGET_MEMORY_RATIO,
         },
@@ -381,15 +405,22 @@ def format_tables(results: Sequence[dict[str, Any]]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
+        model = result["model"]
         for stack in STACKS:
             s = result["stacks"][stack]
             lines.append(
-                f"| {result['model']} | {stack} | {s['extract_prompts_per_s']:.2f} | "
+                f"| {model} | {stack} | {s['extract_prompts_per_s']:.2f} | "
                 f"{s['extract_tokens_per_s']:.0f} | {s['generate_tokens_per_s']:.1f} | "
                 f"{s['peak_rss_mib']:.0f} | {s['rss_after_load_mib']:.0f} |")
+        s = result["stacks"]["torch"]
+        lines.append(f"| {model} | torch, stopped after block L | "
+                     f"{s['extract_stop_prompts_per_s']:.2f} | "
+                     f"{s['extract_stop_tokens_per_s']:.0f} | | | |")
         r = result["ratios"]
-        lines.append(f"| {result['model']} | lrgate / torch | {r['extract']:.2f}x | "
+        lines.append(f"| {model} | lrgate / torch | {r['extract']:.2f}x | "
                      f"{r['extract']:.2f}x | {r['generate']:.2f}x | {r['peak_memory']:.2f}x | |")
+        lines.append(f"| {model} | lrgate / torch stopped | {r['extract_vs_stopped']:.2f}x | "
+                     f"{r['extract_vs_stopped']:.2f}x | | | |")
     lines += [
         "",
         "| model | decisions agree | logit Pearson r | mean abs logit diff | row cosine "

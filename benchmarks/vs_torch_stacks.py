@@ -2,16 +2,20 @@
 
 A worker loads one model in one stack, then serves requests from the
 driver, one JSON object per line. It reads ``warmup``, ``extract``,
-``generate`` or ``quit`` on stdin and writes one JSON reply per request.
+``extract-stop``, ``generate`` or ``quit`` on stdin and writes one JSON
+reply per request.
 Each stack runs in its own process so that its peak resident memory
 (``VmHWM``) is its own.
 
-- ``lrgate``: llama.cpp through lrgate. Extraction calls
-  ``last_prompt_rows``; gated generation runs ``Hook.gate`` on a context
+- ``lrgate``: llama.cpp through lrgate. Extraction reads with a
+  ``LastPromptReader`` kept open across requests, which ends each forward
+  pass after block L; gated generation runs ``Hook.gate`` on a context
   and ``Context.generate_all``.
 - ``torch``: transformers on PyTorch, loading the same GGUF file
   dequantised to float32. Extraction puts a forward hook on decoder layer
-  L. Gated generation puts a forward hook on the same layer that computes
+  L; ``extract`` runs the whole forward pass, as hook-based research code
+  usually does, and ``extract-stop`` raises in the hook to end the pass
+  after block L, the same saving lrgate makes. Gated generation puts a forward hook on the same layer that computes
   the same readout on the last prompt row and adds or ablates as the
   native hook does, around ``model.generate``.
 
@@ -91,10 +95,15 @@ class LrgateStack:
         from lrgate_cpp.runtime import Context
         from lrgate_cpp.template import template_for
 
+        from lrgate_cpp.extract import LastPromptReader
+
         self.job = job
         self.threads = threads
         self.batch = batch
         self.model = Model(model_path)
+        # Kept open across requests, as the torch stack keeps its model.
+        self.reader = LastPromptReader(self.model, job.layer, batch_prompts=batch,
+                                       n_threads=threads)
         self.template = template_for(self.model)
         self.context = Context(self.model, n_ctx=2048, n_batch=512, n_seq_max=1,
                                n_threads=threads)
@@ -114,13 +123,13 @@ class LrgateStack:
 
         return encode_messages(self.model, self.template, [{"role": "user", "content": text}])
 
-    def extract(self, count: int) -> tuple[np.ndarray, int]:
-        """Return the last prompt rows of the first ``count`` prompts and their token total."""
-        from lrgate_cpp.extract import last_prompt_rows
+    def extract(self, count: int, stop: bool = True) -> tuple[np.ndarray, int]:
+        """Return the last prompt rows of the first ``count`` prompts and their token total.
 
-        texts = self.job.texts[:count]
-        rows = last_prompt_rows(self.model, texts, self.job.layer, batch_prompts=self.batch,
-                                n_threads=self.threads)
+        The reader always ends each forward pass at the layer, so ``stop``
+        changes nothing here.
+        """
+        rows = self.reader.read(self.job.texts[:count])
         return rows, sum(self.prompt_lengths[:count])
 
     def generate(self, index: int, new_tokens: int) -> dict[str, Any]:
@@ -136,6 +145,10 @@ class LrgateStack:
 
 
 # transformers on PyTorch ------------------------------------------------------
+
+
+class StopForward(Exception):
+    """Raised by the extraction hook to end a forward pass after the read layer."""
 
 
 class TorchGate:
@@ -226,12 +239,13 @@ class TorchStack:
         ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
         return [int(token) for token in ids]
 
-    def extract(self, count: int) -> tuple[np.ndarray, int]:
+    def extract(self, count: int, stop: bool = False) -> tuple[np.ndarray, int]:
         """Return the last prompt rows of the first ``count`` prompts and their token total.
 
         Prompts run in batches sorted by length, left-padded, with position
         ids that skip the padding; the hook keeps the last column of the
-        layer's output.
+        layer's output. With ``stop`` the hook then raises, which ends the
+        forward pass there, so later layers do not run.
         """
         torch = self.torch
         encoded = [self.encode(text) for text in self.job.texts[:count]]
@@ -242,6 +256,8 @@ class TorchStack:
         def keep_last(module: Any, args: Any, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             captured.append(hidden[:, -1].float().clone())
+            if stop:
+                raise StopForward
 
         handle = self.layer.register_forward_hook(keep_last)
         try:
@@ -256,8 +272,11 @@ class TorchStack:
                         mask[row, width - len(encoded[i]):] = 1
                     positions = (mask.cumsum(-1) - 1).clamp(min=0)
                     captured.clear()
-                    self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                               use_cache=False, logits_to_keep=1)
+                    try:
+                        self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   use_cache=False, logits_to_keep=1)
+                    except StopForward:
+                        pass
                     rows[group] = captured[0].numpy()
         finally:
             handle.remove()
@@ -316,12 +335,12 @@ def serve(stack: LrgateStack | TorchStack, job: Job, new_tokens: int,
             stack.extract(count)
             run_generation(stack, 1, WARMUP_NEW_TOKENS)
             reply({"op": "warmup"})
-        elif request == "extract":
+        elif request in ("extract", "extract-stop"):
             started = time.perf_counter()
-            rows, prompt_tokens = stack.extract(n_prompts)
+            rows, prompt_tokens = stack.extract(n_prompts, stop=request == "extract-stop")
             seconds = time.perf_counter() - started
             np.save(job.folder / f"rows_{stack.name}.npy", rows)
-            reply({"op": "extract", "seconds": seconds, "prompts": n_prompts,
+            reply({"op": request, "seconds": seconds, "prompts": n_prompts,
                    "prompt_tokens": prompt_tokens})
         elif request == "generate":
             seconds, results = run_generation(stack, n_prompts, new_tokens)

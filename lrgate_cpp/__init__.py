@@ -11,7 +11,9 @@ import os
 # the idle speed and avoids the collapse under contention. This only takes
 # effect when lrgate_cpp is imported before llama_cpp, and a policy or spin
 # count the user set is kept.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+#: True when this import set GOMP_SPINCOUNT (child processes inherit it).
+OPENMP_SPIN_SET = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+if OPENMP_SPIN_SET:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
 # A library stays quiet unless the application configures logging.

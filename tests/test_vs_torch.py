@@ -52,6 +52,9 @@ def test_vs_torch_runs_smollm(tmp_path: Path) -> None:
         assert numbers["generate_tokens_per_s"] > 0, stack
         assert 0 < numbers["generated_tokens"] <= 2 * 4, stack
         assert numbers["peak_rss_mib"] >= numbers["rss_after_load_mib"] > 0, stack
+    assert row["stacks"]["torch"]["extract_stop_prompts_per_s"] > 0
+    assert row["ratios"]["extract_vs_stopped"] > 0
+    assert "GOMP_SPINCOUNT" not in row["openmp_environment"]["torch"]
     agreement = row["agreement"]
     assert agreement["same_prompt_tokens"] == 1.0
     assert len(agreement["logits"]["lrgate"]) == 2
@@ -59,4 +62,4 @@ def test_vs_torch_runs_smollm(tmp_path: Path) -> None:
     # Quantised llama.cpp and dequantised float32 weights give close, not equal, rows.
     assert agreement["row_cosine_min"] > 0.99
     assert agreement["logit_max_abs_diff"] < 2.0
-    assert set(row["ratios"]) == {"extract", "generate", "peak_memory"}
+    assert set(row["ratios"]) == {"extract", "extract_vs_stopped", "generate", "peak_memory"}
