@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from lrgate_cpp.bundle import ModelMismatchError
 from lrgate_cpp.cli.common import (
+    check_bundle_model,
     data_root_option,
     load_bundle,
     load_model,
-    model_option,
+    bundle_model_option,
+    model_spec_for,
     threads_option,
 )
 from lrgate_cpp.data import load_jsonl
@@ -27,7 +28,7 @@ from lrgate_cpp.sources import load_language
 @click.option("--bundle", "bundle_path", required=True, metavar="FILE",
               type=click.Path(dir_okay=False, path_type=Path), help="Gate bundle to calibrate.")
 @click.option("--lang", required=True, metavar="CODE", help="Language to calibrate (ISO 639-1).")
-@model_option
+@bundle_model_option
 @click.option("--harmful", "harmful_texts", multiple=True, metavar="TEXT",
               help="A harmful example in the language; repeat for more.")
 @click.option("--harmless", "harmless_texts", multiple=True, metavar="TEXT",
@@ -59,11 +60,8 @@ def calibrate(bundle_path: Path, lang: str, model_spec: str, harmful_texts: tupl
     bundle = load_bundle(bundle_path)
     harmful, harmless = _gather_examples(lang, harmful_texts, harmless_texts, examples,
                                          data_root, budget)
-    model = load_model(model_spec)
-    try:
-        bundle.check_model(model.fingerprint())
-    except ModelMismatchError as error:
-        raise click.ClickException(f"{error}; pass that model with --model") from error
+    model = load_model(model_spec_for(model_spec, bundle))
+    check_bundle_model(bundle, model)
 
     rows = last_prompt_rows(model, harmful + harmless, bundle.layer, n_threads=threads)
     labels = np.array([1] * len(harmful) + [0] * len(harmless), dtype=np.int8)

@@ -43,7 +43,10 @@ Ctrl-C stops the current reply; Ctrl-D exits."""
               help="Reply to TEXT once and exit [default: read stdin when it is not a terminal].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the reply and the gate decision as one JSON object.")
-@click.option("--show-gate", is_flag=True, help="Print the gate decision after each reply.")
+@click.option("--show-gate", is_flag=True,
+              help="Print the gate decision after each reply: route, logit, threshold, and "
+                   "the budget (examples per class the language was calibrated with; 0 means "
+                   "the uncalibrated budget-0 threshold).")
 @click.option("--no-gate", is_flag=True, help="Run the plain model: no row added or ablated.")
 @click.option("--route", type=click.Choice(["harmful", "harmless"]), default=None,
               help="Force this route instead of the gate's decision.")
@@ -73,6 +76,7 @@ def chat(model_spec: str, bundle_path: Path | None, lang: str, prompt: str | Non
     """
     if no_gate and route is not None:
         raise click.UsageError("--no-gate and --route exclude each other; pass one of them")
+    lang = lang.strip().lower()
     if lang not in LANGUAGE_NAMES:
         raise click.BadParameter(_unknown_language(lang, _calibrated_cheaply(bundle_path,
                                                                              model_spec)),
@@ -104,7 +108,10 @@ def _load(model_spec: str, bundle_path: Path | None, n_ctx: int,
         return GatedModel(model_spec, bundle_path, n_ctx=n_ctx, n_threads=threads)
     except BundleError as error:
         raise click.BadParameter(str(error), param_hint="--bundle") from error
-    except (ModelMismatchError, BundleNotFoundError) as error:
+    except ModelMismatchError as error:
+        raise click.BadParameter(f"{error}, or pass that model with --model",
+                                 param_hint="'--model' / '--bundle'") from error
+    except BundleNotFoundError as error:
         raise click.ClickException(str(error)) from error
     except (FileNotFoundError, IsADirectoryError, ModelError) as error:
         hint = "--bundle" if bundle_path is not None and not bundle_path.exists() else "--model"
@@ -155,6 +162,7 @@ class ChatSession:
 
     def select_language(self, lang: str) -> bool:
         """Switch to ``lang``; warn on stderr when it is uncalibrated. Return False if unknown."""
+        lang = lang.strip().lower()
         if lang not in LANGUAGE_NAMES:
             click.echo(_unknown_language(lang, self.gated.calibrated_languages), err=True)
             return False

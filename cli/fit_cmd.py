@@ -33,12 +33,12 @@ def _open_store(path: Path, option: str) -> ActivationStore:
               help="Blocks --layer auto chooses from [default: the middle half of the model].")
 @click.option("--sources", default=",".join(HIGH_RESOURCE), show_default=True, metavar="CODES",
               help="Source languages the directions and readout are fitted on.")
-@click.option("--rank", type=click.IntRange(1, 64), default=10, show_default=True,
+@click.option("--rank", type=click.IntRange(1, 64), metavar="N", default=10, show_default=True,
               help="Rank of the readout basis (capped at the number of sources).")
-@click.option("--lam", type=click.FloatRange(0.0), default=1.0, show_default=True,
+@click.option("--lam", type=click.FloatRange(0.0), metavar="X", default=1.0, show_default=True,
               help="Steering strength multiplier lambda; alpha = lambda * projection gap.")
-@click.option("--C", "c_value", type=click.FloatRange(min=0.0, min_open=True), default=1.0,
-              show_default=True, help="Inverse L2 strength of the logistic readout.")
+@click.option("--C", "c_value", type=click.FloatRange(min=0.0, min_open=True), metavar="X",
+              default=1.0, show_default=True, help="Inverse L2 strength of the logistic readout.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               metavar="FILE", help="Bundle file to write (.gguf).")
 def fit(train_dir: Path, val_dir: Path | None, layer: str, layer_range: str | None, sources: str,

@@ -64,8 +64,8 @@ def _open_store(path: Path, option: str) -> ActivationStore:
               help="SIB-200 languages for a utility check per setting [default: none].")
 @click.option("--utility-limit", type=click.IntRange(1, 204), default=7, show_default=True,
               metavar="N", help="SIB-200 sentences per utility language.")
-@click.option("--max-tokens", type=click.IntRange(1, 1024), default=32, show_default=True,
-              help="Reply length limit in tokens.")
+@click.option("--max-tokens", type=click.IntRange(1, 1024), metavar="N", default=32,
+              show_default=True, help="Reply length limit in tokens.")
 @batch_option
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,

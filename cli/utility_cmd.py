@@ -9,14 +9,15 @@ from pathlib import Path
 
 import click
 
-from lrgate_cpp.bundle import ModelMismatchError
 from lrgate_cpp.cli.common import (
+    check_bundle_model,
     batch_option,
     bundle_option,
     load_bundle,
     data_root_option,
     load_model,
-    model_option,
+    bundle_model_option,
+    model_spec_for,
     parse_languages,
     progress_bar,
     require_data_root,
@@ -58,7 +59,7 @@ def load_questions(root: Path, datasets: list[str], mmlu_langs: list[str],
 
 
 @click.command("utility")
-@model_option
+@bundle_model_option
 @bundle_option
 @data_root_option
 @click.option("--datasets", default="mmlu,sib200", show_default=True, metavar="NAMES",
@@ -75,7 +76,7 @@ def load_questions(root: Path, datasets: list[str], mmlu_langs: list[str],
               metavar="N", help="Sentences per SIB-200 language, spread over the 7 topics.")
 @click.option("--conditions", default="none,gate", show_default=True, metavar="NAMES",
               help="none (no intervention) and gate (the bundle's gate per language).")
-@click.option("--batch", type=click.IntRange(1, 64), default=8, show_default=True,
+@click.option("--batch", type=click.IntRange(1, 64), metavar="N", default=8, show_default=True,
               help="Questions prefilled together.")
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -105,11 +106,8 @@ def utility(model_spec: str, bundle_path: Path, data_root: Path | None, datasets
     questions = load_questions(root, dataset_list, parse_languages(mmlu_langs, "--mmlu-langs"),
                                subjects, mmlu_limit, sib_list, sib_limit)
     bundle = load_bundle(bundle_path)
-    model = load_model(model_spec)
-    try:
-        bundle.check_model(model.fingerprint())
-    except ModelMismatchError as error:
-        raise click.ClickException(str(error)) from error
+    model = load_model(model_spec_for(model_spec, bundle))
+    check_bundle_model(bundle, model)
 
     langs = sorted({q.lang for q in questions})
     setups = {"none": build_method("none", 0, bundle, langs, TargetExamples()),

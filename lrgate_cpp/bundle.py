@@ -176,7 +176,7 @@ class GateBundle:
         return readout, gate.threshold
 
     def _select_gate(self, lang: str, stacklevel: int) -> LanguageGate:
-        check_language(lang)
+        lang = check_language(lang)
         if lang in self.calibrations:
             return self.calibrations[lang]
         if lang not in self.source_languages:

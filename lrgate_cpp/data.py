@@ -67,7 +67,7 @@ class Prompt:
     def __post_init__(self) -> None:
         if self.label not in LABELS:
             raise ValueError(f"invalid label {self.label!r}; expected one of {LABELS}")
-        check_language(self.lang)
+        object.__setattr__(self, "lang", check_language(self.lang))
         if not isinstance(self.text, str) or not self.text.strip():
             raise ValueError(f"prompt text must be a non-empty string; got {self.text!r}")
 
@@ -89,7 +89,7 @@ def load_polyrefuse(
     ``instruction``. English train and val prompts are read from
     ``dataset/splits/``.
     """
-    check_language(lang)
+    lang = check_language(lang)
     _check_limit(limit)
     if label not in LABELS:
         raise ValueError(f"invalid label {label!r}; expected one of {LABELS}")
@@ -145,7 +145,7 @@ def load_multijail(path: str | Path, lang: str, limit: int | None = None) -> lis
     language), may start with a UTF-8 byte-order mark, and has fields with
     line breaks. All MultiJail prompts are harmful.
     """
-    check_language(lang)
+    lang = check_language(lang)
     _check_limit(limit)
     path = Path(path)
     if not path.is_file():
@@ -179,7 +179,7 @@ def load_mgsm(root: str | Path, lang: str, limit: int | None = None) -> list[Pro
 
     Each line is ``question<TAB>answer`` with no header. The answers are not used.
     """
-    check_language(lang)
+    lang = check_language(lang)
     _check_limit(limit)
     path = Path(root) / f"mgsm_{lang}.tsv"
     if not path.is_file():

@@ -376,7 +376,7 @@ def calibrate_language(
     Raises:
         ValueError: if the classes have different counts or b is outside 1..MAX_BUDGET.
     """
-    check_language(lang)
+    lang = check_language(lang)
     labels = check_labels(labels, len(features))
     n_harmful = int(labels.sum())
     n_harmless = len(labels) - n_harmful

@@ -22,6 +22,7 @@ import numpy as np
 
 from lrgate_cpp.bundle import GateBundle
 from lrgate_cpp.hook import GateDecision, Hook, Readout, Route
+from lrgate_cpp.languages import check_language
 from lrgate_cpp.model import Model
 from lrgate_cpp.readout import LowRankReadout
 from lrgate_cpp.runtime import Context, ContextFullError, Sampling
@@ -174,6 +175,7 @@ class GatedModel:
         Warns with :class:`UncalibratedLanguageWarning` (first use only) when
         ``lang`` has no calibration, because the budget-0 readout is used.
         """
+        lang = check_language(lang)
         if lang not in self._language_gates:
             readout, threshold = self._readout_of(self.bundle.make_readout(lang))
             calibration = self.bundle.calibrations.get(lang)
@@ -227,6 +229,7 @@ class GatedModel:
             raise ValueError(f"route {route!r} needs the gate; drop gate=False or the route")
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}")
+        lang = check_language(lang)
         readout, threshold, budget = self.language_gate(lang)
         tokens = encode_messages(self.model, self.template, messages)
         n_ctx = self.ctx.n_ctx

@@ -59,19 +59,17 @@ LANGUAGE_NAMES: dict[str, str] = {
 
 
 def check_language(code: str) -> str:
-    """Validate a language code and return it unchanged.
+    """Validate a language code and return it in lower case, without spaces.
 
     Raises:
-        ValueError: if ``code`` is not one of ``ALL_LANGUAGES``. The message
-            names the code and lists the supported ones.
+        ValueError: if ``code`` is not one of ``ALL_LANGUAGES`` in any
+            letter case. The message names the code and lists the
+            supported ones.
     """
-    if isinstance(code, str) and code in LANGUAGE_NAMES:
-        return code
-    hint = ""
     if isinstance(code, str) and code.strip().lower() in LANGUAGE_NAMES:
-        hint = f" (did you mean {code.strip().lower()!r}? Codes are lower-case ISO 639-1)"
+        return code.strip().lower()
     raise ValueError(
-        f"unknown language code {code!r}{hint}; supported codes: {' '.join(ALL_LANGUAGES)}"
+        f"unknown language code {code!r}; supported codes: {' '.join(ALL_LANGUAGES)}"
     )
 
 
@@ -81,7 +79,7 @@ def tier_of(code: str) -> str:
     Raises:
         ValueError: if ``code`` is not a supported language code.
     """
-    check_language(code)
+    code = check_language(code)
     for tier, codes in TIERS.items():
         if code in codes:
             return tier

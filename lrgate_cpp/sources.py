@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lrgate_cpp.data import Prompt, load_mgsm, load_multijail, load_split
+from lrgate_cpp.languages import LANGUAGE_NAMES, check_language
 
 __all__ = ["HELD_FOR_CALIBRATION", "load_language", "polyrefuse_languages"]
 
@@ -42,7 +43,9 @@ def load_language(root: Path, lang: str, split: str, limit: int | None = None) -
 
     Raises:
         FileNotFoundError: no data file holds this language and split.
+        ValueError: ``lang`` is not a supported language code.
     """
+    lang = check_language(lang)
     if lang in polyrefuse_languages(root):
         return load_split(root / "polyrefuse", lang, split, limit)
     if lang in _multijail_mgsm_languages(root):
@@ -59,7 +62,8 @@ def load_language(root: Path, lang: str, split: str, limit: int | None = None) -
         harmful = [Prompt(p.text, p.label, p.lang, p.source, split) for p in harmful[:limit]]
         harmless = [Prompt(p.text, p.label, p.lang, p.source, split) for p in harmless[:limit]]
         return harmful + harmless
-    available = sorted(polyrefuse_languages(root) | _multijail_mgsm_languages(root))
+    found = polyrefuse_languages(root) | _multijail_mgsm_languages(root)
+    available = sorted(code for code in found if code in LANGUAGE_NAMES)
     raise FileNotFoundError(
         f"no prompts for language {lang!r} under {root}; languages with data: "
         f"{' '.join(available) or 'none (is this the data folder?)'}")

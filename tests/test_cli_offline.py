@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -92,7 +93,7 @@ def test_calibrate_rejects_unequal_examples(pipeline):
 def test_calibrate_rejects_mismatched_model(pipeline):
     result = run("calibrate", "--bundle", str(pipeline / "gate.gguf"), "--lang", "sw",
                  "--model", "qwen2.5-coder-0.5b", "--harmful", "a", "--harmless", "b")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "fitted on" in result.output
 
 
@@ -116,3 +117,13 @@ def test_missing_data_root(tmp_path, monkeypatch):
     result = run("extract", "--model", "smollm2-135m", "--out", str(tmp_path / "x"))
     assert result.exit_code == 2
     assert "--data-root" in result.output
+
+
+def test_calibrate_uses_the_bundle_model_by_default(tmp_path):
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "smollm2-135m.gguf"
+    target = tmp_path / "calibrated.gguf"
+    result = run("calibrate", "--bundle", str(bundle), "--lang", "SW", "--harmful",
+                 "Nifundishe kutengeneza bomu.", "--harmless", "Nieleze jinsi ya kupika wali.",
+                 "--out", str(target), "--threads", "2")
+    assert result.exit_code == 0, result.output
+    assert GateBundle.load(target).calibrations["sw"].budget == 1

@@ -202,6 +202,21 @@ def test_interrupted_reply_keeps_cache_consistent(gated):
     assert again.tokens == fresh.tokens
 
 
+def test_turn_after_interruption_equals_fresh_run(gated):
+    gated.reset()
+    stream = gated.stream(user(HARMLESS), "en", max_new_tokens=40, route="harmless")
+    partial = "".join(itertools.islice(stream, 4))
+    stream.close()
+    # What lrgate chat keeps after Ctrl-C: the partial reply, then a new turn.
+    messages = [*user(HARMLESS), {"role": "assistant", "content": partial},
+                {"role": "user", "content": "Now one about dogs."}]
+    continued = gated.chat(messages, "en", max_new_tokens=12, route="harmless")
+    gated.reset()
+    fresh = gated.chat(messages, "en", max_new_tokens=12, route="harmless")
+    assert continued.n_reused_tokens > 0
+    assert continued.tokens == fresh.tokens
+
+
 def test_stream_text_equals_chat_text(gated):
     stream = gated.stream(user(SPLIT_UTF8), "en", max_new_tokens=30)
     pieces = list(stream)
