@@ -60,6 +60,10 @@ def _open_store(path: Path, option: str) -> ActivationStore:
               help="Languages of the validation prompts.")
 @click.option("--limit", type=click.IntRange(1), default=4, show_default=True, metavar="N",
               help="Validation prompts per label and language.")
+@click.option("--budget", type=click.IntRange(0, 8), default=0, show_default=True, metavar="B",
+              help="Calibration examples per class for each language absent from the train "
+                   "activations, taken from the start of its validation split and left out "
+                   "of the evaluated prompts; 0 uses the budget-0 readout everywhere.")
 @click.option("--utility-langs", default="", metavar="CODES",
               help="SIB-200 languages for a utility check per setting [default: none].")
 @click.option("--utility-limit", type=click.IntRange(1, 204), default=7, show_default=True,
@@ -71,7 +75,7 @@ def _open_store(path: Path, option: str) -> ActivationStore:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               metavar="DIR", help="Run folder; an unfinished sweep there resumes.")
 def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | None,
-          layers: str, lambdas: str, langs: str, limit: int, utility_langs: str,
+          layers: str, lambdas: str, langs: str, limit: int, budget: int, utility_langs: str,
           utility_limit: int, max_tokens: int, batch: int, threads: int | None,
           out: Path) -> None:
     """Sweep the gate's layer and lambda on validation prompts.
@@ -89,12 +93,24 @@ def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | N
     root = require_data_root(data_root)
     train = _open_store(train_acts, "--train-acts")
     val = _open_store(val_acts, "--val-acts")
-    prompts = []
+    prompts, examples = [], {}
+    trained = {p.lang for p in train.prompts}
     for lang in parse_languages(langs):
+        held = budget if lang not in trained else 0
         try:
-            prompts += load_language(root, lang, "val", limit)
+            loaded = load_language(root, lang, "val", limit + held)
         except FileNotFoundError as error:
             raise click.ClickException(str(error)) from error
+        for label in ("harmful", "harmless"):
+            of_label = [p for p in loaded if p.label == label]
+            if len(of_label) <= held:
+                raise click.BadParameter(
+                    f"{lang} has {len(of_label)} {label} validation prompts, not enough for "
+                    f"{held} calibration examples and at least one evaluated prompt",
+                    param_hint="--budget")
+            examples.setdefault(lang, []).extend(of_label[:held])
+            prompts += of_label[held:]
+    examples = {lang: chosen for lang, chosen in examples.items() if chosen}
     questions = []
     if utility_langs:
         for lang in parse_languages(utility_langs, "--utility-langs"):
@@ -109,7 +125,8 @@ def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | N
 
     from lrgate_cpp.judge_lexicon import is_refusal_batch
 
-    job = SweepJob(layer_list, lambda_list, prompts, questions, max_tokens, batch, threads)
+    job = SweepJob(layer_list, lambda_list, prompts, questions, max_tokens, batch, threads,
+                   budget=budget, examples=examples)
     settings = 1 + len(layer_list) * len(lambda_list)
     started = time.perf_counter()
     with progress_bar(settings * (len(prompts) + len(questions)), "sweep") as bar:
@@ -124,8 +141,12 @@ def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | N
         f"# Layer and lambda sweep: {model.name}", "", f"Command: `{command}`", "",
         f"Validation prompts: {len(prompts)} per setting ({limit} per label in "
         f"{', '.join(sorted({p.lang for p in prompts}))}), greedy, {max_tokens} tokens, "
-        "judged by the multilingual lexicon judge. The gate uses its budget-0 readout in "
-        f"every language. Utility: {len(questions)} SIB-200 questions per setting. Wall "
+        "judged by the multilingual lexicon judge. "
+        + (f"The gate is recalibrated with {budget} examples per class in "
+           f"{', '.join(sorted(examples))} (held out of the evaluated prompts) and uses its "
+           "budget-0 readout elsewhere. " if examples else
+           "The gate uses its budget-0 readout in every language. ")
+        + f"Utility: {len(questions)} SIB-200 questions per setting. Wall "
         f"time of this run: {seconds:.0f} s for the settings not already in the run folder.",
     ]
     extra = {"command": command, "model": model.name, "wall_seconds": round(seconds, 1),

@@ -3,13 +3,15 @@
 Whether gating helps at all depends on the route: the layer the gate reads
 and edits, and ``alpha``, which is proportional to lambda. For each layer
 the budget-0 gate is fitted in memory on the source train activations, and
-for each lambda its ``alpha`` is rescaled. Every setting then answers the
-same validation prompts (greedy replies judged for refusal) and, if asked,
+for each lambda its ``alpha`` is rescaled. With a budget b > 0, the gate
+is recalibrated for each target language from b examples per class at
+every layer, as ``lrgate eval`` does. Every setting then answers the same
+validation prompts (greedy replies judged for refusal) and, if asked,
 a few multiple-choice questions. The ungated model is measured once, as the
 baseline row.
 
 Each setting writes to its own subfolder of the output folder
-(``none/``, ``layer15_lambda1/``, ...) through :func:`run_eval` and
+(``none/``, ``layer15_lambda1/``, ``layer15_lambda1_b4/``, ...) through :func:`run_eval` and
 :func:`run_utility`, so a sweep that stops resumes where it stopped.
 """
 
@@ -26,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from lrgate_cpp.bundle import GateBundle
 from lrgate_cpp.data import Prompt
-from lrgate_cpp.evaluate import EvalJob, Judge, run_eval
+from lrgate_cpp.evaluate import EvalJob, Judge, collect_target_examples, run_eval
 from lrgate_cpp.extract import ActivationStore
 from lrgate_cpp.fitting import fit_gate
 from lrgate_cpp.methods import MethodSetup, TargetExamples, build_method
@@ -56,6 +58,10 @@ class SweepJob:
             languages present in the train activations.
         rank: readout rank (default 10).
         C: inverse L2 strength of the readout (default 1.0).
+        budget: examples per class for recalibrating each target language;
+            0 uses the budget-0 readout everywhere.
+        examples: the calibration examples of each target language, which
+            must not be among ``prompts``.
     """
 
     layers: list[int]
@@ -68,6 +74,8 @@ class SweepJob:
     sources: tuple[str, ...] | None = None
     rank: int = 10
     C: float = 1.0
+    budget: int = 0
+    examples: dict[str, list[Prompt]] = field(default_factory=dict)
 
 
 def fit_layer(model: Model, train: ActivationStore, val: ActivationStore, layer: int,
@@ -98,9 +106,14 @@ def scale_bundle(bundle: GateBundle, lam: float) -> GateBundle:
     return dataclasses.replace(bundle, lam=float(lam), alpha=bundle.alpha * lam / bundle.lam)
 
 
-def setting_folder(layer: int | None, lam: float | None) -> str:
-    """Name the subfolder of one setting: ``none`` or ``layer15_lambda0.5``."""
-    return "none" if layer is None else f"layer{layer}_lambda{lam:g}"
+def setting_folder(layer: int | None, lam: float | None, budget: int = 0) -> str:
+    """Name the subfolder of one setting: ``none``, ``layer15_lambda0.5`` or ``..._b4``.
+
+    A budget changes the evaluated prompts (its examples are held out), so
+    its settings, the baseline included, get folders of their own.
+    """
+    name = "none" if layer is None else f"layer{layer}_lambda{lam:g}"
+    return f"{name}_b{budget}" if budget else name
 
 
 def run_sweep(model: Model, train: ActivationStore, val: ActivationStore, job: SweepJob,
@@ -128,15 +141,17 @@ def run_sweep(model: Model, train: ActivationStore, val: ActivationStore, job: S
     first = bundles[job.layers[0]][0]
     baseline = build_method("none", 0, first, langs, TargetExamples())
     rows = [_measure(model, baseline, "none", None, None, float("nan"), eval_job, utility_job,
-                     out, judge, on_progress)]
+                     out / setting_folder(None, None, job.budget), judge, on_progress)]
     for layer in job.layers:
         bundle, auc = bundles[layer]
+        target = TargetExamples()
+        if job.budget:
+            target = collect_target_examples(model, layer, job.examples, job.n_threads)
         for lam in job.lambdas:
-            # NOTE: the gate uses the budget-0 readout and threshold in every
-            # language, so a target language's misrouting counts against Delta.
-            setup = build_method("gate", 0, scale_bundle(bundle, lam), langs, TargetExamples())
+            setup = build_method("gate", job.budget, scale_bundle(bundle, lam), langs, target)
             rows.append(_measure(model, setup, "gate", layer, lam, auc, eval_job, utility_job,
-                                 out, judge, on_progress))
+                                 out / setting_folder(layer, lam, job.budget), judge,
+                                 on_progress))
             log.info("layer %d lambda %g: Delta %.1f points", layer, lam, rows[-1]["delta"])
     return rows
 
@@ -147,6 +162,13 @@ def _check_inputs(model: Model, train: ActivationStore, val: ActivationStore,
         raise ValueError("a sweep needs at least one layer and one lambda")
     if not job.prompts:
         raise ValueError("a sweep needs validation prompts")
+    if job.budget < 0:
+        raise ValueError(f"budget must be >= 0; got {job.budget}")
+    held = {(p.lang, p.text) for p in job.prompts}
+    overlap = [p.text for ps in job.examples.values() for p in ps if (p.lang, p.text) in held]
+    if overlap:
+        raise ValueError(f"{len(overlap)} calibration examples are also validation prompts, "
+                         f"for example {overlap[0][:60]!r}; hold them out")
     fingerprint = model.fingerprint()
     for name, store in (("train", train), ("val", val)):
         if not store.fingerprint.matches(fingerprint):
@@ -161,9 +183,8 @@ def _check_inputs(model: Model, train: ActivationStore, val: ActivationStore,
 
 def _measure(model: Model, setup: MethodSetup, condition: str, layer: int | None,
              lam: float | None, auc: float, eval_job: EvalJob, utility_job: UtilityJob,
-             out: Path, judge: Judge,
+             folder: Path, judge: Judge,
              on_progress: Callable[[int], None] | None) -> dict:
-    folder = out / setting_folder(layer, lam)
     records = run_eval(model, [setup], eval_job, folder, judge, on_progress)
     harmful = [r for r in records if r["label"] == "harmful"]
     harmless = [r for r in records if r["label"] == "harmless"]

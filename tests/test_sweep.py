@@ -53,6 +53,8 @@ def test_setting_folder_names() -> None:
     assert setting_folder(None, None) == "none"
     assert setting_folder(15, 0.5) == "layer15_lambda0.5"
     assert setting_folder(7, 2.0) == "layer7_lambda2"
+    assert setting_folder(7, 2.0, budget=4) == "layer7_lambda2_b4"
+    assert setting_folder(None, None, budget=1) == "none_b1"
 
 
 @pytest.mark.model
@@ -86,6 +88,34 @@ def test_run_sweep_rows_and_resume(smollm, stores, data_dir: Path, tmp_path: Pat
     assert paths[2].stat().st_size > 1000
     assert json.loads(paths[0].read_text())["rows"][2]["lambda"] == 1.0
     assert "| 9 | 1.00 |" in paths[1].read_text()
+
+
+@pytest.mark.model
+def test_run_sweep_budget_recalibrates_target(smollm, stores, data_dir: Path,
+                                              tmp_path: Path) -> None:
+    train, val = stores
+    thai = load_language(data_dir, "th", "val", 3)
+    examples = {"th": [p for p in thai if p.label == "harmful"][:2]
+                + [p for p in thai if p.label == "harmless"][:2]}
+    held_out = [p for p in thai if p not in examples["th"]]
+    plain = SweepJob([9], [1.0], held_out, max_new_tokens=2, batch=2, n_threads=1)
+    tuned = SweepJob([9], [1.0], held_out, max_new_tokens=2, batch=2, n_threads=1, budget=2,
+                     examples=examples)
+    run_sweep(smollm, train, val, plain, tmp_path, is_refusal_batch)
+    run_sweep(smollm, train, val, tuned, tmp_path, is_refusal_batch)
+
+    def logits(folder: str) -> list[float]:
+        lines = (tmp_path / folder / "completions.jsonl").read_text().splitlines()
+        return [json.loads(line)["logit"] for line in lines]
+
+    assert (tmp_path / "none_b2" / "completions.jsonl").exists()
+    assert len(logits("layer9_lambda1_b2")) == len(held_out) == 2
+    # The Thai readout is refitted, so its logits move.
+    assert logits("layer9_lambda1_b2") != logits("layer9_lambda1")
+
+    leaky = SweepJob([9], [1.0], thai, budget=2, examples=examples)
+    with pytest.raises(ValueError, match="calibration examples are also validation prompts"):
+        run_sweep(smollm, train, val, leaky, tmp_path, is_refusal_batch)
 
 
 @pytest.mark.model
