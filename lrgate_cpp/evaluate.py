@@ -66,8 +66,8 @@ def check_run_settings(out: Path, settings: dict[str, object]) -> None:
     """Record the settings replies depend on in ``out/run.json``, or check them against it.
 
     Methods, languages and sample sizes may grow between runs into one
-    folder (each reply is keyed by them); the model, the gate, the split and
-    the reply length may not, because replies made under different ones
+    folder, because each reply is keyed by them. The model, the gate, the
+    split and the reply length may not: replies made under different ones
     would be mixed in one summary.
 
     Raises:

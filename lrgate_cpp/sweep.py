@@ -164,8 +164,9 @@ def _check_inputs(model: Model, train: ActivationStore, val: ActivationStore,
         raise ValueError("a sweep needs validation prompts")
     if job.budget < 0:
         raise ValueError(f"budget must be >= 0; got {job.budget}")
-    held = {(p.lang, p.text) for p in job.prompts}
-    overlap = [p.text for ps in job.examples.values() for p in ps if (p.lang, p.text) in held]
+    evaluated = {(p.lang, p.text) for p in job.prompts}
+    overlap = [p.text for chosen in job.examples.values() for p in chosen
+               if (p.lang, p.text) in evaluated]
     if overlap:
         raise ValueError(f"{len(overlap)} calibration examples are also validation prompts, "
                          f"for example {overlap[0][:60]!r}; hold them out")
