@@ -23,6 +23,9 @@ from lrgate_cpp.fitting import MAX_BUDGET, calibrate_language
 from lrgate_cpp.languages import check_language
 from lrgate_cpp.sources import load_language
 
+# Examples per class taken from --examples or --data-root when --budget is not given.
+DEFAULT_BUDGET = 4
+
 
 @click.command()
 @click.option("--bundle", "bundle_path", required=True, metavar="FILE",
@@ -96,19 +99,29 @@ def _gather_examples(lang: str, harmful: tuple[str, ...], harmless: tuple[str, .
         raise click.UsageError("no examples: pass --harmful/--harmless, --examples FILE, or "
                                "--data-root DIR")
     if not typed:
-        b = budget or 4
+        b = budget or DEFAULT_BUDGET
+        source = str(examples) if examples is not None else f"the {lang} validation prompts"
         try:
             prompts = (load_jsonl(examples) if examples is not None
                        else load_language(data_root, lang, "val", b))
         except (FileNotFoundError, ValueError) as error:
             raise click.ClickException(str(error)) from error
+        other = sorted({p.lang for p in prompts} - {lang})
         prompts = [p for p in prompts if p.lang == lang]
+        if not prompts:
+            raise click.UsageError(f"{source} has no examples in {lang!r}"
+                                   + (f" (it has {', '.join(other)})" if other else ""))
         harmful = tuple(p.text for p in prompts if p.label == "harmful")[:b]
         harmless = tuple(p.text for p in prompts if p.label == "harmless")[:b]
+        if not harmful or not harmless:
+            raise click.UsageError(
+                f"{source} has {len(harmful)} harmful and {len(harmless)} harmless examples in "
+                f"{lang!r}; calibration needs at least one of each")
         if min(len(harmful), len(harmless)) < b:
-            click.echo(f"warning: only {min(len(harmful), len(harmless))} examples per class "
-                       f"of {lang!r} are available; --budget {b} asked for more", err=True)
             kept = min(len(harmful), len(harmless))
+            asked = f"--budget {b}" if budget is not None else f"the default budget of {b}"
+            click.echo(f"warning: {source} has only {kept} examples per class in {lang!r}; "
+                       f"using {kept}, fewer than {asked}", err=True)
             harmful, harmless = harmful[:kept], harmless[:kept]
     if not harmful or not harmless or len(harmful) != len(harmless):
         raise click.UsageError(
@@ -116,5 +129,6 @@ def _gather_examples(lang: str, harmful: tuple[str, ...], harmless: tuple[str, .
             f"examples in {lang!r}; got {len(harmful)} harmful and {len(harmless)} harmless")
     empty = [t for t in harmful + harmless if not t.strip()]
     if empty:
-        raise click.UsageError("an example is empty; every example needs text")
+        raise click.UsageError("an example given with --harmful or --harmless is empty; "
+                               "every example needs text")
     return list(harmful), list(harmless)

@@ -30,6 +30,7 @@ HELP_TEXT = """commands:
   /lang XX    switch the language (ISO 639-1) used for the gate's readout
   /gate       show the gate decision of the last reply
   /help       show this help
+  /quit       exit (as Ctrl-D does)
 Ctrl-C stops the current reply; Ctrl-D exits."""
 
 
@@ -208,6 +209,8 @@ class ChatSession:
             text = line.strip()
             if not text:
                 continue
+            if text in ("/quit", "/exit"):
+                return
             if text.startswith("/"):
                 self._command(text)
             else:

@@ -100,7 +100,11 @@ def model_spec_for(spec: str, bundle: GateBundle) -> str:
     fingerprint = bundle.model
     name = known_model_for(fingerprint.architecture, fingerprint.n_embd, fingerprint.n_layer,
                            fingerprint.tokenizer)
-    return name or spec
+    if name is None:
+        return spec
+    if name != spec:
+        click.echo(f"using {name}, the model this bundle was fitted on", err=True)
+    return name
 
 
 def check_bundle_model(bundle: GateBundle, model: Model) -> None:
@@ -116,7 +120,12 @@ def require_data_root(root: Path | None) -> Path:
     if root is None:
         raise click.UsageError("no data folder given; pass --data-root DIR or set LRGATE_DATA")
     if not root.is_dir():
-        raise click.BadParameter(f"folder {root} not found", param_hint="--data-root")
+        source = ""
+        if click.get_current_context(silent=True) is not None and (
+                click.get_current_context().get_parameter_source("data_root")
+                == ParameterSource.DEFAULT):
+            source = " (from LRGATE_DATA)"
+        raise click.BadParameter(f"folder {root}{source} not found", param_hint="--data-root")
     return root
 
 

@@ -36,11 +36,14 @@ from lrgate_cpp.report import write_report
 from lrgate_cpp.sources import load_language
 
 
-def _parse_list(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+def _parse_list(text: str, allowed: tuple[str, ...], option: str, kind: str) -> list[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [item for item in items if item not in allowed]
-    if unknown or not items:
-        raise click.BadParameter(f"unknown {', '.join(unknown) or 'empty list'}; choose from "
+    if not items:
+        raise click.BadParameter(f"no {kind} given; choose from {', '.join(allowed)}",
+                                 param_hint=option)
+    if unknown:
+        raise click.BadParameter(f"unknown {kind} {', '.join(map(repr, unknown))}; choose from "
                                  f"{', '.join(allowed)}", param_hint=option)
     return items
 
@@ -90,7 +93,7 @@ def evaluate(model_spec: str, bundle_path: Path, data_root: Path | None, langs: 
     to OUT/completions.jsonl as they finish; running the same command again
     resumes. Writes summary.json, summary.csv, summary.md and two plots.
     """
-    method_names = _parse_list(methods, METHODS, "--methods")
+    method_names = _parse_list(methods, METHODS, "--methods", "method")
     budget_list = _parse_budgets(budgets)
     root = require_data_root(data_root)
     bundle = load_bundle(bundle_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
@@ -38,6 +39,21 @@ def cli(verbose: int) -> None:
     # failures into its own messages: show its warnings with -v, all with -vv.
     llama_level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbose, logging.DEBUG)
     logging.getLogger("lrgate_cpp.llama_cpp").setLevel(llama_level)
+    # The gguf writer logs each file it writes at INFO.
+    logging.getLogger("gguf").setLevel(logging.INFO if verbose > 1 else logging.WARNING)
+    warnings.showwarning = _show_warning_once
+
+
+_shown_warnings: set[str] = set()
+
+
+def _show_warning_once(message: Warning | str, category: type[Warning], filename: str,
+                       lineno: int, file: object = None, line: str | None = None) -> None:
+    """Print a warning as one 'warning:' line on stderr, each text once per command."""
+    text = str(message)
+    if text not in _shown_warnings:
+        _shown_warnings.add(text)
+        click.echo(f"warning: {text}", err=True)
 
 
 for command in (extract, fit, calibrate, inspect_bundle, analyze, chat, evaluate,

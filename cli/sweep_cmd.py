@@ -19,6 +19,7 @@ from lrgate_cpp.cli.common import (
     require_data_root,
     threads_option,
 )
+from lrgate_cpp.evaluate import RunSettingsError, check_run_settings
 from lrgate_cpp.extract import ActivationStore
 from lrgate_cpp.sources import load_language
 from lrgate_cpp.sweep import SweepJob, run_sweep
@@ -122,6 +123,13 @@ def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | N
             except (FileNotFoundError, ValueError) as error:
                 raise click.ClickException(str(error)) from error
     model = load_model(model_spec)
+    settings = {"model": model.fingerprint().describe(), "model_file": model.path.name,
+                "train_acts": str(train_acts.resolve()), "max_tokens": max_tokens,
+                "judge": "lexicon"}
+    try:
+        check_run_settings(out, settings)
+    except RunSettingsError as error:
+        raise click.ClickException(str(error)) from error
 
     from lrgate_cpp.judge_lexicon import is_refusal_batch
 
@@ -142,7 +150,7 @@ def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | N
         f"Validation prompts: {len(prompts)} per setting ({limit} per label in "
         f"{', '.join(sorted({p.lang for p in prompts}))}), greedy, {max_tokens} tokens, "
         "judged by the multilingual lexicon judge. "
-        + (f"The gate is recalibrated with {budget} examples per class in "
+        + (f"The gate is recalibrated with {budget} example{'s' * (budget > 1)} per class in "
            f"{', '.join(sorted(examples))} (held out of the evaluated prompts) and uses its "
            "budget-0 readout elsewhere. " if examples else
            "The gate uses its budget-0 readout in every language. ")

@@ -220,12 +220,16 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[Prompt]:
         raise FileNotFoundError(f"JSONL file {path} not found")
     prompts = []
     with path.open(encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if limit is not None and len(prompts) >= limit:
-                break
-            if not line.strip():
-                continue
-            prompts.append(_parse_jsonl_record(path, line_number, line))
+        try:
+            for line_number, line in enumerate(file, start=1):
+                if limit is not None and len(prompts) >= limit:
+                    break
+                if not line.strip():
+                    continue
+                prompts.append(_parse_jsonl_record(path, line_number, line))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte "
+                             f"{error.start} of a line); save it as UTF-8") from None
     if not prompts:
         raise ValueError(
             f"{path}: contains no prompts; expected lines like "

@@ -95,7 +95,7 @@ def test_interactive_ctrl_c_stops_reply(terminal):
     terminal.expect_exact("Paris")
     terminal.expect_exact(">>> ")
 
-    terminal.sendeof()
+    terminal.sendline("/quit")
     terminal.expect(pexpect.EOF)
     terminal.close()
     assert terminal.exitstatus == 0

@@ -127,3 +127,24 @@ def test_calibrate_uses_the_bundle_model_by_default(tmp_path):
                  "--out", str(target), "--threads", "2")
     assert result.exit_code == 0, result.output
     assert GateBundle.load(target).calibrations["sw"].budget == 1
+
+
+def test_calibrate_examples_in_other_language(tmp_path):
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text('{"text": "Nifundishe bomu.", "label": "harmful", "lang": "sw"}\n'
+                        '{"text": "Nieleze wali.", "label": "harmless", "lang": "sw"}\n')
+    result = run("calibrate", "--bundle", str(Path(__file__).resolve().parents[1] / "bundles"
+                                              / "smollm2-135m.gguf"),
+                 "--lang", "th", "--examples", str(examples), "--out", str(tmp_path / "o.gguf"))
+    assert result.exit_code == 2
+    assert "has no examples in 'th' (it has sw)" in result.output
+
+
+def test_calibrate_examples_not_utf8(tmp_path):
+    examples = tmp_path / "examples.jsonl"
+    examples.write_bytes(b"\xff\xfe{}\n")
+    result = run("calibrate", "--bundle", str(Path(__file__).resolve().parents[1] / "bundles"
+                                              / "smollm2-135m.gguf"),
+                 "--lang", "th", "--examples", str(examples), "--out", str(tmp_path / "o.gguf"))
+    assert result.exit_code == 1
+    assert "is not UTF-8 text" in result.output
