@@ -29,9 +29,12 @@ def summarize(records: list[dict]) -> dict[str, list[dict]]:
     """Group completion records into per-language and per-tier summaries.
 
     Returns:
-        ``{"languages": [...], "tiers": [...]}``; each row holds the method,
-        the group (language or tier), prompt counts, refusal rates in
-        percent, Delta in points and their 95% bootstrap intervals.
+        ``{"languages": [...], "tiers": [...], "means": [...]}``. Language
+        and tier rows hold the method, the group, prompt counts, refusal
+        rates in percent, Delta in points and their 95% bootstrap
+        intervals. Mean rows hold, per method, the unweighted mean of its
+        language rows (the published comparison's summary statistic) and
+        the languages averaged.
     """
     by_method: dict[str, list[dict]] = defaultdict(list)
     for record in records:
@@ -45,7 +48,19 @@ def summarize(records: list[dict]) -> dict[str, list[dict]]:
             members = [r for r in items if tier_of(r["lang"]) == tier]
             if members:
                 tiers.append(_row(method, tier, members))
-    return {"languages": languages, "tiers": tiers}
+    return {"languages": languages, "tiers": tiers, "means": _means(languages)}
+
+
+def _means(languages: list[dict]) -> list[dict]:
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in languages):
+        mine = [r for r in languages if r["method"] == method]
+        rows.append({
+            "method": method, "languages": [r["group"] for r in mine],
+            **{key: sum(r[key] for r in mine) / len(mine)
+               for key in ("harmful_refusal", "harmless_refusal", "delta")},
+        })
+    return rows
 
 
 def _format(value: float, ci: list[float]) -> str:
@@ -54,7 +69,26 @@ def _format(value: float, ci: list[float]) -> str:
 
 def _markdown(summary: dict[str, list[dict]], judge: str) -> str:
     lines = [f"Refusals judged by: {judge}. Rates in percent, Delta in points, 95% bootstrap "
-             "intervals in brackets.", ""]
+             "intervals in brackets.", "",
+             "## Mean over languages", "",
+             "Unweighted means of the language rows below; compare methods only over the "
+             "same languages.", "",
+             "| method | languages | harmful refusal | harmless refusal | Delta |",
+             "|---|---|---|---|---|"]
+    for row in summary["means"]:
+        lines.append(f"| {row['method']} | {len(row['languages'])} | "
+                     f"{row['harmful_refusal']:.1f} | {row['harmless_refusal']:.1f} | "
+                     f"{row['delta']:.1f} |")
+    methods = [row["method"] for row in summary["means"]]
+    langs = list(dict.fromkeys(r["group"] for r in summary["languages"]))
+    delta = {(r["method"], r["group"]): r["delta"] for r in summary["languages"]}
+    lines += ["", "## Delta by language", "",
+              "| language | " + " | ".join(methods) + " |",
+              "|---|" + "---|" * len(methods)]
+    for lang in langs:
+        cells = [f"{delta[m, lang]:.0f}" if (m, lang) in delta else "" for m in methods]
+        lines.append(f"| {lang} | " + " | ".join(cells) + " |")
+    lines.append("")
     for title, rows in (("Tiers", summary["tiers"]), ("Languages", summary["languages"])):
         lines += [f"## {title}", "",
                   "| method | group | n | harmful refusal | harmless refusal | Delta |",

@@ -117,6 +117,10 @@ def test_report_files(setting, tmp_path):
     en = next(r for r in summary["languages"] if r["group"] == "en")
     assert en["delta"] == pytest.approx(100.0)
     assert [r["group"] for r in summary["tiers"]] == ["high", "mid"]
+    (mean,) = summary["means"]
+    assert mean["languages"] == ["en", "th"]
+    assert mean["delta"] == pytest.approx(50.0)  # en 100, th 0
+    assert "| none | 2 | 50.0 | 0.0 | 50.0 |" in (tmp_path / "summary.md").read_text()
     assert {p.name for p in paths} >= {"summary.md", "refusal_by_tier.png"}
 
 
