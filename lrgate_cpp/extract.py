@@ -285,15 +285,23 @@ class LastPromptReader:
     (:meth:`Context.prefill_until`), so later layers and the logits cost
     nothing. The context grows when a prompt does not fit it.
 
+    Chat-formatted prompts share their opening tokens (the template's
+    system turn and the start of the user turn). With ``share_prefix``, the
+    longest prefix common to the prompts of a read is decoded once into a
+    sequence of its own and copied into every prompt's sequence, so only
+    the rest of each prompt is decoded. The rows then differ from a
+    whole-prompt decode by float rounding only (other batch shapes).
+
     Args:
         model: the loaded model.
         layer: block whose output is read; not the last block.
         batch_prompts: prompts decoded together as separate sequences.
         n_threads: CPU threads; None uses all cores.
+        share_prefix: decode the common prefix once (default).
     """
 
     def __init__(self, model: Model, layer: int, batch_prompts: int = 8,
-                 n_threads: int | None = None) -> None:
+                 n_threads: int | None = None, share_prefix: bool = True) -> None:
         _check_layers(model, [layer])
         if batch_prompts < 1:
             raise ValueError(f"batch_prompts must be >= 1; got {batch_prompts}")
@@ -301,17 +309,24 @@ class LastPromptReader:
         self.node = f"l_out-{layer}"
         self.batch_prompts = batch_prompts
         self.n_threads = n_threads
+        self.share_prefix = share_prefix
         self.template = template_for(model)
         self._ctx: Context | None = None
         self._capture = None
+        self._prefix: list[int] = []  # tokens decoded into the prefix sequence
 
-    def _context_for(self, longest: int) -> Context:
-        if self._ctx is not None and self._ctx.n_batch >= longest:
+    @property
+    def _prefix_seq(self) -> int:
+        return self.batch_prompts
+
+    def _context_for(self, longest: int, prefix: int) -> Context:
+        if (self._ctx is not None and self._ctx.n_batch >= longest
+                and self._ctx.n_ctx >= self._ctx.n_batch + prefix):
             return self._ctx
         self.close()
         n_batch = max(longest, 512)
-        self._ctx = Context(self.model, n_ctx=n_batch, n_batch=n_batch,
-                            n_seq_max=self.batch_prompts, n_threads=self.n_threads)
+        self._ctx = Context(self.model, n_ctx=n_batch + prefix, n_batch=n_batch,
+                            n_seq_max=self.batch_prompts + 1, n_threads=self.n_threads)
         assert self._ctx.hook is not None
         self._capture = self._ctx.hook.capture(self.node, rows=Rows.LAST_PROMPT,
                                                capacity=n_batch)
@@ -326,18 +341,36 @@ class LastPromptReader:
         if not texts:
             raise ValueError("no texts to run")
         encoded = [self.encode(t) for t in texts]
-        ctx = self._context_for(max(len(t) for t in encoded))
+        shared = _common_prefix_length(encoded) if self.share_prefix else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        suffixes = [tokens[shared:] for tokens in encoded]
+        ctx = self._context_for(max(max(len(t) for t in suffixes), shared), shared)
+        self._load_prefix(ctx, encoded[0][:shared])
         capture = self._capture
         assert capture is not None
         out = np.empty((len(texts), self.model.n_embd), dtype=np.float32)
-        for group in pack_prompts(list(range(len(texts))), encoded, self.batch_prompts,
+        for group in pack_prompts(list(range(len(texts))), suffixes, self.batch_prompts,
                                   ctx.n_batch):
+            if shared:
+                for seq in range(len(group)):
+                    ctx.copy_sequence(self._prefix_seq, seq)
             capture.reset()
-            ctx.prefill_until({seq: encoded[i] for seq, i in enumerate(group)}, self.node)
+            ctx.prefill_until({seq: suffixes[i] for seq, i in enumerate(group)}, self.node)
             data, seqs, _ = capture.read()
             for seq, i in enumerate(group):
                 out[i] = data[seqs == seq][-1]
         return out
+
+    def _load_prefix(self, ctx: Context, prefix: list[int]) -> None:
+        """Decode ``prefix`` into the prefix sequence unless it already holds it."""
+        if prefix == self._prefix:
+            return
+        ctx.clear(self._prefix_seq)
+        self._prefix = []
+        if prefix:
+            ctx.prefill_until({self._prefix_seq: prefix}, self.node, clear=False)
+            self._prefix = list(prefix)
 
     def close(self) -> None:
         """Free the context; a later :meth:`read` makes a new one."""
@@ -345,12 +378,29 @@ class LastPromptReader:
             self._ctx.close()
         self._ctx = None
         self._capture = None
+        self._prefix = []
 
     def __enter__(self) -> LastPromptReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Shorter common prefixes are decoded with each prompt; copying them saves little.
+MIN_SHARED_PREFIX = 8
+
+
+def _common_prefix_length(encoded: Sequence[list[int]]) -> int:
+    """Return how many leading tokens all prompts share, leaving each at least one of its own."""
+    first = encoded[0]
+    length = min(len(tokens) for tokens in encoded) - 1
+    for tokens in encoded[1:]:
+        n = 0
+        while n < length and tokens[n] == first[n]:
+            n += 1
+        length = n
+    return max(length, 0)
 
 
 def last_prompt_rows(model: Model, texts: Sequence[str], layer: int, batch_prompts: int = 8,

@@ -242,13 +242,16 @@ class Context:
             self.positions[seq] = start + len(tokens)
         self._decode_rows(rows, logits)
 
-    def prefill_until(self, prompts: dict[int, list[int]], node: str) -> None:
+    def prefill_until(self, prompts: dict[int, list[int]], node: str,
+                      clear: bool = True) -> None:
         """Decode prompts only as far as graph node ``node``, to read activations there.
 
         Each forward pass ends once ``node`` is computed and the hook's
         operations on it ran, so layers after it cost nothing. Their KV
         cache entries are never written, so the given sequences are
-        cleared afterwards; captures keep what they copied.
+        cleared afterwards; captures keep what they copied. ``clear=False``
+        keeps the sequences, for a shared prefix that later decodes up to
+        the same node extend (see :meth:`copy_sequence`).
         """
         if self.hook is None:
             raise ContextError("prefill_until needs the native hook")
@@ -257,8 +260,9 @@ class Context:
             self.prefill(prompts, logits=False)
         finally:
             self.hook.stop_after(None)
-            for seq in prompts:
-                self.clear(seq)
+            if clear:
+                for seq in prompts:
+                    self.clear(seq)
 
     def step(self, tokens: dict[int, int]) -> None:
         """Append one sampled token to each given sequence and compute its logits."""
@@ -348,6 +352,17 @@ class Context:
             self.positions[seq] = n_keep
             self._logit_row.pop(seq, None)
             self._saved_logits.pop(seq, None)
+
+    def copy_sequence(self, source: int, target: int) -> None:
+        """Make ``target`` a copy of ``source``: same KV cache entries, same length.
+
+        In the unified KV cache the copy shares the cells of ``source``, so
+        it costs no memory and no compute. ``target`` is cleared first.
+        """
+        self._check_seq(source)
+        self.clear(target)
+        llama_cpp.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+        self.positions[target] = self.positions[source]
 
     def _check_seq(self, seq: int) -> None:
         if not 0 <= seq < self.n_seq_max:

@@ -47,9 +47,27 @@ def test_store_layout(smollm, tmp_path):
 def test_post_inst_rows_match_single_runs(smollm, tmp_path):
     store = extract_activations(smollm, PROMPTS[:2], tmp_path / "acts", layers=[7],
                                 batch_prompts=1, n_threads=2)
-    rows = last_prompt_rows(smollm, [p.text for p in PROMPTS[:2]], 7, batch_prompts=1,
-                            n_threads=2)
+    with LastPromptReader(smollm, 7, batch_prompts=1, n_threads=2, share_prefix=False) as reader:
+        rows = reader.read([p.text for p in PROMPTS[:2]])
     np.testing.assert_array_equal(store.features(7)[0], rows)
+
+
+def test_shared_prefix_rows_close_to_whole_prompts(smollm):
+    texts = [p.text for p in PROMPTS]
+    with LastPromptReader(smollm, 7, batch_prompts=2, n_threads=2) as shared:
+        rows = shared.read(texts)
+        prefix = shared._prefix
+        again = shared.read(texts)
+    with LastPromptReader(smollm, 7, batch_prompts=2, n_threads=2, share_prefix=False) as whole:
+        expected = whole.read(texts)
+    encoded = [whole.encode(t) for t in texts]
+    # The prefix is the chat template's opening, common to every prompt.
+    assert len(prefix) >= 8
+    assert all(tokens[:len(prefix)] == prefix for tokens in encoded)
+    np.testing.assert_array_equal(rows, again)
+    cosine = np.sum(rows * expected, axis=1) / (
+        np.linalg.norm(rows, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cosine.min() > 0.999
 
 
 def test_reader_reuses_and_grows_its_context(smollm):
@@ -61,7 +79,9 @@ def test_reader_reuses_and_grows_its_context(smollm):
         again = reader.read(texts)
         assert reader._ctx.n_batch == 512
         both = reader.read([long_text, texts[0]])
-        assert reader._ctx.n_batch >= len(reader.encode(long_text)) > 512
+        # The batch holds the part after the shared prefix; the context all of it.
+        assert reader._ctx.n_batch > 512
+        assert reader._ctx.n_ctx >= len(reader.encode(long_text))
     np.testing.assert_array_equal(first, fresh)
     np.testing.assert_array_equal(first, again)
     # Batched with other rows, llama.cpp's matmuls are not bit-exact on this
