@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -191,6 +192,10 @@ class ChatSession:
 
     def loop(self) -> None:
         """Read prompts and commands from the terminal until end of input."""
+        # A shell that starts a job in the background without job control
+        # makes it ignore SIGINT, and Python then keeps ignoring it; the
+        # interactive chat needs Ctrl-C to stop a reply.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         model = self.gated.model
         click.echo(f"lrgate chat: {model.name}, gate at {self.gated.node} of "
                    f"{self.gated.bundle_path or 'the given bundle'}; language {self.lang} "
