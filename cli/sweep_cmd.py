@@ -22,7 +22,7 @@ from lrgate_cpp.cli.common import (
 from lrgate_cpp.evaluate import RunSettingsError, check_run_settings
 from lrgate_cpp.extract import ActivationStore
 from lrgate_cpp.sources import load_language
-from lrgate_cpp.sweep import SweepJob, run_sweep
+from lrgate_cpp.sweep import SweepJob, count_finished_work, run_sweep
 from lrgate_cpp.sweep_report import write_sweep_report
 from lrgate_cpp.utility_data import SIB_CODES, load_sib200
 
@@ -137,7 +137,8 @@ def sweep(model_spec: str, train_acts: Path, val_acts: Path, data_root: Path | N
                    budget=budget, examples=examples)
     settings = 1 + len(layer_list) * len(lambda_list)
     started = time.perf_counter()
-    with progress_bar(settings * (len(prompts) + len(questions)), "sweep") as bar:
+    with progress_bar(settings * (len(prompts) + len(questions)), "sweep",
+                      initial=count_finished_work(out, job)) as bar:
         try:
             rows = run_sweep(model, train, val, job, out, is_refusal_batch,
                              on_progress=bar.update)

@@ -98,8 +98,8 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError, TypeError
     ) as error:
         raise BundleError(
-            f"{path} is not a readable GGUF file ({type(error).__name__}: {error}); "
-            "it may be truncated or damaged, so refit or copy it again"
+            f"{path} is not a readable GGUF file: it may be truncated or damaged, so refit "
+            f"or copy it again (the reader stopped with {type(error).__name__})"
         ) from error
     del reader
 

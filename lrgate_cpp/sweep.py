@@ -28,7 +28,14 @@ from sklearn.metrics import roc_auc_score
 
 from lrgate_cpp.bundle import GateBundle
 from lrgate_cpp.data import Prompt
-from lrgate_cpp.evaluate import EvalJob, Judge, collect_target_examples, run_eval
+from lrgate_cpp.evaluate import (
+    EvalJob,
+    Judge,
+    collect_target_examples,
+    count_finished,
+    load_completions,
+    run_eval,
+)
 from lrgate_cpp.extract import ActivationStore
 from lrgate_cpp.fitting import fit_gate
 from lrgate_cpp.methods import MethodSetup, TargetExamples, build_method
@@ -37,7 +44,14 @@ from lrgate_cpp.model import Model
 from lrgate_cpp.utility import UtilityJob, run_utility
 from lrgate_cpp.utility_data import Question
 
-__all__ = ["SweepJob", "fit_layer", "run_sweep", "scale_bundle", "setting_folder"]
+__all__ = [
+    "SweepJob",
+    "count_finished_work",
+    "fit_layer",
+    "run_sweep",
+    "scale_bundle",
+    "setting_folder",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +128,21 @@ def setting_folder(layer: int | None, lam: float | None, budget: int = 0) -> str
     """
     name = "none" if layer is None else f"layer{layer}_lambda{lam:g}"
     return f"{name}_b{budget}" if budget else name
+
+
+def count_finished_work(out: Path, job: SweepJob) -> int:
+    """Count the replies and answers of ``job`` that earlier runs into ``out`` already hold."""
+    folders = [setting_folder(None, None, job.budget)] + [
+        setting_folder(layer, lam, job.budget) for layer in job.layers for lam in job.lambdas]
+    finished = 0
+    for name in folders:
+        records = load_completions(out / name / "completions.jsonl")
+        finished += count_finished(records, sorted({r["method"] for r in records}), job.prompts)
+        answers = out / name / "answers.jsonl"
+        if job.questions and answers.exists():
+            lines = answers.read_text(encoding="utf-8").splitlines()
+            finished += min(len(lines), len(job.questions))
+    return finished
 
 
 def run_sweep(model: Model, train: ActivationStore, val: ActivationStore, job: SweepJob,

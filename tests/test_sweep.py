@@ -14,7 +14,13 @@ from lrgate_cpp.cli.main import cli
 from lrgate_cpp.extract import ActivationStore, extract_activations
 from lrgate_cpp.judge_lexicon import is_refusal_batch
 from lrgate_cpp.sources import load_language
-from lrgate_cpp.sweep import SweepJob, run_sweep, scale_bundle, setting_folder
+from lrgate_cpp.sweep import (
+    SweepJob,
+    count_finished_work,
+    run_sweep,
+    scale_bundle,
+    setting_folder,
+)
 from lrgate_cpp.sweep_report import write_sweep_report
 from lrgate_cpp.utility_data import load_sib200
 
@@ -77,6 +83,8 @@ def test_run_sweep_rows_and_resume(smollm, stores, data_dir: Path, tmp_path: Pat
     assert rows[0]["routed_harmful_of_harmful"] is None
     assert rows[1]["routed_harmful_of_harmful"] in (0.0, 100.0)
 
+    # Two replies and one answer for each of the five settings.
+    assert count_finished_work(tmp_path, job) == 5 * 3
     completions = tmp_path / "layer9_lambda1" / "completions.jsonl"
     before = completions.read_text(encoding="utf-8")
     again = run_sweep(smollm, train, val, job, tmp_path, is_refusal_batch)

@@ -423,8 +423,8 @@ static void decide_routes(lrg_state *s, const float *rows) {
     }
 }
 
-/* Apply a gate's route to one row of its sequence. */
-static void apply_route(const lrg_state *s, const lrg_op *op, float *h, int seq, int flags) {
+/* Apply a gate's route to one row of its sequence; return true when the row changed. */
+static bool apply_route(const lrg_state *s, const lrg_op *op, float *h, int seq, int flags) {
     const lrg_seq_gate *g = &s->seqs[seq];
     const int route = g->decided ? g->route : (g->forced_route >= 0 ? g->forced_route : 0);
     if (route == LRG_ROUTE_HARMFUL &&
@@ -436,9 +436,13 @@ static void apply_route(const lrg_state *s, const lrg_op *op, float *h, int seq,
             alpha = (float)(c * op->alpha);
         }
         lrg_add_row(h, op->vec, alpha, s->n_embd);
-    } else if (route == LRG_ROUTE_HARMLESS && s->readout.ablate_harmless) {
-        lrg_ablate_row(h, op->vec, s->n_embd);
+        return true;
     }
+    if (route == LRG_ROUTE_HARMLESS && s->readout.ablate_harmless) {
+        lrg_ablate_row(h, op->vec, s->n_embd);
+        return true;
+    }
+    return false;
 }
 
 /* Run one operation over the rows; return true when it edited them. */
@@ -450,8 +454,7 @@ static bool run_op(lrg_state *s, lrg_op *op, float *rows) {
         const int flags = s->row_flags[r];
         float *h = rows + r * n;
         if (op->kind == LRG_OP_GATE) {
-            apply_route(s, op, h, seq, flags);
-            edited = true;
+            edited |= apply_route(s, op, h, seq, flags);
             continue;
         }
         if (!row_selected(op, seq, flags)) {
