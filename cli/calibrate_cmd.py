@@ -119,9 +119,9 @@ def _gather_examples(lang: str, harmful: tuple[str, ...], harmless: tuple[str, .
                 f"{lang!r}; calibration needs at least one of each")
         if min(len(harmful), len(harmless)) < b:
             kept = min(len(harmful), len(harmless))
-            asked = f"--budget {b}" if budget is not None else f"the default budget of {b}"
+            requested = f"--budget {b}" if budget is not None else f"the default budget of {b}"
             click.echo(f"warning: {source} has only {kept} examples per class in {lang!r}; "
-                       f"using {kept}, fewer than {asked}", err=True)
+                       f"using {kept}, fewer than {requested}", err=True)
             harmful, harmless = harmful[:kept], harmless[:kept]
     if not harmful or not harmless or len(harmful) != len(harmless):
         raise click.UsageError(

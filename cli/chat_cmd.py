@@ -193,8 +193,8 @@ class ChatSession:
     def loop(self) -> None:
         """Read prompts and commands from the terminal until end of input."""
         # A shell that starts a job in the background without job control
-        # makes it ignore SIGINT, and Python then keeps ignoring it; the
-        # interactive chat needs Ctrl-C to stop a reply.
+        # makes it ignore SIGINT, and Python then keeps ignoring it. The
+        # interactive chat needs Ctrl-C to stop a reply, so it restores it.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         model = self.gated.model
         click.echo(f"lrgate chat: {model.name}, gate at {self.gated.node} of "
