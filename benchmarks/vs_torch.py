@@ -154,7 +154,7 @@ def select_prompts(root: Path, langs: Sequence[str], count: int) -> list[Prompt]
 def fit_throwaway_bundle(model_path: Path, root: Path, threads: int) -> GateBundle:
     """Fit a budget-0 gate at the middle layer from a few train prompts per class and language."""
     from lrgate_cpp.data import encode_labels
-    from lrgate_cpp.extract import last_prompt_rows
+    from lrgate_cpp.reader import last_prompt_rows
     from lrgate_cpp.fitting import fit_gate
     from lrgate_cpp.model import Model
 

@@ -95,7 +95,7 @@ class LrgateStack:
         from lrgate_cpp.runtime import Context
         from lrgate_cpp.template import template_for
 
-        from lrgate_cpp.extract import LastPromptReader
+        from lrgate_cpp.reader import LastPromptReader
 
         self.job = job
         self.threads = threads

@@ -18,7 +18,7 @@ from lrgate_cpp.cli.common import (
     threads_option,
 )
 from lrgate_cpp.data import load_jsonl
-from lrgate_cpp.extract import last_prompt_rows
+from lrgate_cpp.reader import last_prompt_rows
 from lrgate_cpp.fitting import MAX_BUDGET, calibrate_language
 from lrgate_cpp.languages import check_language
 from lrgate_cpp.sources import load_language

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lrgate_cpp.data import Prompt
-from lrgate_cpp.extract import last_prompt_rows
+from lrgate_cpp.reader import last_prompt_rows
 from lrgate_cpp.methods import MethodSetup, TargetExamples
 from lrgate_cpp.model import Model
 from lrgate_cpp.runtime import Context, ContextFullError

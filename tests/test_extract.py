@@ -9,11 +9,10 @@ from conftest import data_root
 from lrgate_cpp.data import Prompt
 from lrgate_cpp.extract import (
     ActivationStore,
-    LastPromptReader,
     extract_activations,
     instruction_end_index,
-    last_prompt_rows,
 )
+from lrgate_cpp.reader import LastPromptReader, last_prompt_rows
 from lrgate_cpp.template import encode_messages, template_for
 
 pytestmark = pytest.mark.model
