@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from typing import TextIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from lrgate_cpp.template import encode_messages, template_for
 __all__ = [
     "EvalJob",
     "RunSettingsError",
+    "append_records",
     "check_run_settings",
     "collect_target_examples",
     "count_finished",
     "load_completions",
+    "open_records",
     "run_eval",
 ]
 
@@ -104,19 +107,46 @@ def count_finished(records: Sequence[dict], labels: Sequence[str],
 
 def load_completions(path: Path) -> list[dict]:
     """Read a completions file, skipping a last line cut off by an interruption."""
+    return _read_records(path)[0]
+
+
+def open_records(path: Path) -> list[dict]:
+    """Read a JSONL records file that new records will be appended to.
+
+    An interruption can leave the last line cut off or without its line
+    break; the file is then rewritten from the complete records, so that
+    the next record starts on a line of its own.
+    """
+    records, clean = _read_records(path)
+    if not clean:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                        encoding="utf-8")
+    return records
+
+
+def append_records(sink: TextIO, records: Sequence[dict]) -> None:
+    """Write records to an open JSONL file, one per line, and flush them to disk."""
+    for record in records:
+        sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sink.flush()
+
+
+def _read_records(path: Path) -> tuple[list[dict], bool]:
+    """Return the records of a JSONL file and whether its text ends cleanly after them."""
     if not path.exists():
-        return []
+        return [], True
+    text = path.read_text(encoding="utf-8")
     records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = text.splitlines()
     for number, line in enumerate(lines, start=1):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if number == len(lines):
                 log.warning("%s: ignoring an incomplete last line", path)
-                continue
+                return records, False
             raise ValueError(f"{path}: line {number} is not valid JSON; fix or delete the file")
-    return records
+    return records, text == "" or text.endswith("\n")
 
 
 def collect_target_examples(model: Model, layer: int, examples: dict[str, list[Prompt]],
@@ -141,11 +171,7 @@ def run_eval(model: Model, methods: Sequence[MethodSetup], job: EvalJob, out: Pa
     """
     out.mkdir(parents=True, exist_ok=True)
     path = out / "completions.jsonl"
-    records = load_completions(path)
-    if path.exists() and len(path.read_text(encoding="utf-8").splitlines()) != len(records):
-        # Drop the cut-off last line before appending after it.
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-                        encoding="utf-8")
+    records = open_records(path)
     done = {_key(r) for r in records}
     template = template_for(model)
     encoded = [encode_messages(model, template, [{"role": "user", "content": p.text}])
@@ -166,9 +192,7 @@ def run_eval(model: Model, methods: Sequence[MethodSetup], job: EvalJob, out: Pa
             for start in range(0, len(todo), job.batch):
                 group = todo[start:start + job.batch]
                 new = _run_group(ctx, model, method, job, group, encoded, index_in_cell, judge)
-                for record in new:
-                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                sink.flush()
+                append_records(sink, new)
                 records.extend(new)
                 if on_progress is not None:
                     on_progress(len(group))

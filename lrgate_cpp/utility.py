@@ -18,7 +18,6 @@ language, index) already written.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lrgate_cpp.bundle import GateBundle
-from lrgate_cpp.evaluate import load_completions
+from lrgate_cpp.evaluate import append_records, open_records
 from lrgate_cpp.extract import pack_prompts
 from lrgate_cpp.hook import Readout
 from lrgate_cpp.methods import MethodSetup, TargetExamples, build_method
@@ -164,7 +163,7 @@ def run_utility(model: Model, conditions: Mapping[str, MethodSetup], job: Utilit
         raise ValueError("no questions to answer")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "answers.jsonl"
-    records = load_completions(path)
+    records = open_records(path)
     done = {_key(r) for r in records}
     template = template_for(model)
     encoded = [encode_messages(model, template, [{"role": "user", "content": format_question(q)}])
@@ -186,9 +185,7 @@ def run_utility(model: Model, conditions: Mapping[str, MethodSetup], job: Utilit
             for group in pack_prompts(todo, encoded, job.batch, n_batch):
                 new = _answer_group(ctx, method, condition, job.questions, group, encoded,
                                     letters)
-                for record in new:
-                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                sink.flush()
+                append_records(sink, new)
                 records.extend(new)
                 if on_progress is not None:
                     on_progress(len(group))

@@ -12,10 +12,12 @@ from lrgate_cpp.data import load_split
 from lrgate_cpp.evaluate import (
     EvalJob,
     RunSettingsError,
+    append_records,
     check_run_settings,
     collect_target_examples,
     count_finished,
     load_completions,
+    open_records,
     run_eval,
 )
 from lrgate_cpp.extract import extract_activations
@@ -157,3 +159,15 @@ def test_cli_refuses_a_folder_made_with_other_settings(tmp_path):
     assert second.exit_code == 1
     assert "max_tokens: folder has 2, this command 3" in second.output
     assert len(load_completions(tmp_path / "completions.jsonl")) == 2
+
+
+@pytest.mark.parametrize("tail", ['{"method": ', '{"method": "none", "index": 1}'])
+def test_open_records_repairs_cut_tail(tmp_path, tail):
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"method": "none", "index": 0}\n' + tail, encoding="utf-8")
+    records = open_records(path)
+    with path.open("a", encoding="utf-8") as sink:
+        append_records(sink, [{"method": "gate", "index": 2}])
+    reread = load_completions(path)
+    assert [r["index"] for r in reread] == [r["index"] for r in records] + [2]
+    assert path.read_text(encoding="utf-8").endswith("\n")
