@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from machine_info import read_cpu_model
+
 from lrgate_cpp.hook import Capture, Readout, Route, Rows
 from lrgate_cpp.model import Model
 from lrgate_cpp.pycallback import PythonCapture
@@ -122,15 +124,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def describe_machine(threads: int) -> dict[str, object]:
     """Return the CPU model, core counts, thread count, load and library version."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass  # not Linux: keep platform.processor()
+    cpu = read_cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from machine_info import read_cpu_model
 
 import lrgate_cpp
 from lrgate_cpp.bundle import GateBundle, UncalibratedLanguageWarning
@@ -114,15 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def describe_machine(threads: int) -> dict[str, Any]:
     """Return the CPU model, core count, thread count, load average and package versions."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass  # not Linux: keep platform.processor()
+    cpu = read_cpu_model()
     versions = {"python": platform.python_version()}
     for package in VERSION_PACKAGES:
         try:

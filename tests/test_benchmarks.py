@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(name: str) -> ModuleType:
-    """Import a script from benchmarks/, which is not a package."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look up the defining module in sys.modules.
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import load_benchmark
 
 @pytest.mark.model
 def test_hook_overhead_runs(tmp_path: Path) -> None:
-    script = load_script("hook_overhead")
+    script = load_benchmark("hook_overhead")
     out = tmp_path / "hook_overhead.json"
 
     status = script.main(["--models", "smollm2-135m", "--repeats", "1", "--prompt-tokens", "24",

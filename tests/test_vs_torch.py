@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from conftest import data_root
+from conftest import data_root, load_benchmark
 
 # The bench-torch extra; CI installs only the test extras.
 TORCH_STACK = ("torch", "transformers", "accelerate")
@@ -18,17 +16,6 @@ MISSING = [name for name in TORCH_STACK if importlib.util.find_spec(name) is Non
 pytestmark = pytest.mark.skipif(
     bool(MISSING),
     reason=f"{', '.join(MISSING)} not installed; install the extra: pip install -e '.[bench-torch]'")
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """Import a script from benchmarks/, which is not a package."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.model
