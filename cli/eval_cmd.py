@@ -48,6 +48,13 @@ def _parse_list(text: str, allowed: tuple[str, ...], option: str, kind: str) -> 
     return items
 
 
+def _check_settings(out: Path, settings: dict[str, object], record: bool) -> None:
+    try:
+        check_run_settings(out, settings, record)
+    except RunSettingsError as error:
+        raise click.ClickException(str(error)) from error
+
+
 def _parse_budgets(text: str) -> list[int]:
     try:
         budgets = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -99,6 +106,10 @@ def evaluate(model_spec: str, bundle_path: Path, data_root: Path | None, langs: 
     bundle = load_bundle(bundle_path)
     model = load_model(model_spec_for(model_spec, bundle))
     check_bundle_model(bundle, model)
+    settings = {"model": model.fingerprint().describe(), "model_file": model.path.name,
+                "bundle_layer": bundle.layer, "bundle_alpha": bundle.alpha,
+                "split": split, "max_tokens": max_tokens, "judge": "lexicon"}
+    _check_settings(out, settings, record=False)
 
     lang_list = parse_languages(langs)
     prompts, examples = [], {}
@@ -135,13 +146,7 @@ def evaluate(model_spec: str, bundle_path: Path, data_root: Path | None, langs: 
     from lrgate_cpp.judge_lexicon import is_refusal_batch
 
     job = EvalJob(prompts, max_tokens, batch, threads)
-    settings = {"model": model.fingerprint().describe(), "model_file": model.path.name,
-                "bundle_layer": bundle.layer, "bundle_alpha": bundle.alpha,
-                "split": split, "max_tokens": max_tokens, "judge": "lexicon"}
-    try:
-        check_run_settings(out, settings)
-    except RunSettingsError as error:
-        raise click.ClickException(str(error)) from error
+    _check_settings(out, settings, record=True)
     started = time.perf_counter()
     already = count_finished(load_completions(out / "completions.jsonl"),
                              [setup.label for setup in setups], prompts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 
 import click
 
@@ -41,19 +42,21 @@ def cli(verbose: int) -> None:
     logging.getLogger("lrgate_cpp.llama_cpp").setLevel(llama_level)
     # The gguf writer logs each file it writes at INFO.
     logging.getLogger("gguf").setLevel(logging.INFO if verbose > 1 else logging.WARNING)
-    warnings.showwarning = _show_warning_once
+    warnings.showwarning = _make_warning_printer()
 
 
-_shown_warnings: set[str] = set()
+def _make_warning_printer() -> Callable[..., None]:
+    """Return a warnings.showwarning that prints each text once, as a 'warning:' line."""
+    shown: set[str] = set()
 
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            click.echo(f"warning: {text}", err=True)
 
-def _show_warning_once(message: Warning | str, category: type[Warning], filename: str,
-                       lineno: int, file: object = None, line: str | None = None) -> None:
-    """Print a warning as one 'warning:' line on stderr, each text once per command."""
-    text = str(message)
-    if text not in _shown_warnings:
-        _shown_warnings.add(text)
-        click.echo(f"warning: {text}", err=True)
+    return show
 
 
 for command in (extract, fit, calibrate, inspect_bundle, analyze, chat, evaluate,

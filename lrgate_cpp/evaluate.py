@@ -62,22 +62,25 @@ def _key(record: dict) -> tuple[str, str, str, int]:
 
 
 class RunSettingsError(ValueError):
-    """A run folder holds replies made with other settings than the current command's."""
+    """Error for a run folder that contains replies made with other settings."""
 
 
-def check_run_settings(out: Path, settings: dict[str, object]) -> None:
-    """Record the settings replies depend on in ``out/run.json``, or check them against it.
+def check_run_settings(out: Path, settings: dict[str, object], record: bool = True) -> None:
+    """Check the settings replies depend on against ``out/run.json``, or record them there.
 
     Methods, languages and sample sizes may grow between runs into one
     folder, because each reply is keyed by them. The model, the gate, the
     split and the reply length may not: replies made under different ones
-    would be mixed in one summary.
+    would be mixed in one summary. ``record=False`` only checks, so a
+    command can fail early without leaving a folder behind.
 
     Raises:
         RunSettingsError: naming each setting that differs.
     """
     path = out / "run.json"
     if not path.exists():
+        if not record:
+            return
         if (out / "completions.jsonl").exists():
             log.warning("%s has replies but no run.json (made by an older lrgate); its "
                         "settings cannot be checked and are recorded from this command", out)
@@ -93,7 +96,7 @@ def check_run_settings(out: Path, settings: dict[str, object]) -> None:
                  for key, value in settings.items() if recorded.get(key) != value]
     if differing:
         raise RunSettingsError(
-            f"{out} holds replies made with other settings ({'; '.join(differing)}); "
+            f"{out} contains replies made with other settings ({'; '.join(differing)}); "
             "use another --out folder, or repeat the settings of the run that made it")
 
 

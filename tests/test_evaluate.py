@@ -135,6 +135,15 @@ def test_run_settings_are_recorded_then_checked(tmp_path):
         check_run_settings(tmp_path, {**settings, "max_tokens": 48})
 
 
+def test_run_settings_check_only(tmp_path):
+    settings = {"model": "m", "max_tokens": 40}
+    check_run_settings(tmp_path / "new", settings, record=False)
+    assert not (tmp_path / "new").exists()
+    check_run_settings(tmp_path, settings)
+    with pytest.raises(RunSettingsError, match="max_tokens: folder has 40, this command 48"):
+        check_run_settings(tmp_path, {**settings, "max_tokens": 48}, record=False)
+
+
 def test_count_finished_counts_only_requested_cells(setting):
     prompts = setting["prompts"]
     records = [{"method": "none", "lang": p.lang, "label": p.label, "index": 0} for p in prompts]
