@@ -91,8 +91,8 @@ def load_model(spec: str) -> Model:
 def model_spec_for(spec: str, bundle: GateBundle) -> str:
     """Return ``spec``, or the bundle's own model when --model was left at its default.
 
-    A bundle records the shape of the model it was fitted on; when that
-    matches a model lrgate knows by name, that model is used.
+    A bundle records the shape of the model it was fitted on. When that
+    shape matches one of lrgate's known models, that model is used.
     """
     context = click.get_current_context(silent=True)
     if context is None or context.get_parameter_source("model_spec") != ParameterSource.DEFAULT:

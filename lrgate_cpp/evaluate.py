@@ -103,9 +103,9 @@ def check_run_settings(out: Path, settings: dict[str, object], record: bool = Tr
 def count_finished(records: Sequence[dict], labels: Sequence[str],
                    prompts: Sequence[Prompt]) -> int:
     """Count the (method label, prompt) pairs of a request that ``records`` already hold."""
-    wanted = {(label, p.lang, p.label, i) for label in labels
-              for p, i in zip(prompts, _cell_indices(prompts))}
-    return len(wanted & {_key(r) for r in records})
+    requested = {(label, p.lang, p.label, i) for label in labels
+                 for p, i in zip(prompts, _cell_indices(prompts))}
+    return len(requested & {_key(r) for r in records})
 
 
 def load_completions(path: Path) -> list[dict]:

@@ -26,7 +26,7 @@ MIN_SHARED_PREFIX = 8
 
 
 class LastPromptReader:
-    """Reads ``l_out-<layer>`` at the last prompt token, keeping one context open.
+    """Reader of ``l_out-<layer>`` rows at the last prompt token, over one open context.
 
     Each batch of prompts is decoded only as far as the layer
     (:meth:`Context.prefill_until`), so later layers and the logits cost
@@ -86,7 +86,7 @@ class LastPromptReader:
     def read(self, texts: Sequence[str]) -> np.ndarray:
         """Return float32 rows of shape (len(texts), n_embd), one per text."""
         if not texts:
-            raise ValueError("no texts to run")
+            raise ValueError("texts is empty; pass at least one text")
         encoded = [self.encode(t) for t in texts]
         shared = _common_prefix_length(encoded) if self.share_prefix else 0
         if shared < MIN_SHARED_PREFIX:
@@ -110,7 +110,7 @@ class LastPromptReader:
         return out
 
     def _load_prefix(self, ctx: Context, prefix: list[int]) -> None:
-        """Decode ``prefix`` into the prefix sequence unless it already holds it."""
+        """Decode ``prefix`` into the prefix sequence unless it already contains it."""
         if prefix == self._prefix:
             return
         ctx.clear(self._prefix_seq)

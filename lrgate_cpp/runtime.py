@@ -254,7 +254,8 @@ class Context:
         the same node extend (see :meth:`copy_sequence`).
         """
         if self.hook is None:
-            raise ContextError("prefill_until needs the native hook")
+            raise ContextError("prefill_until needs a context created with the native hook "
+                               "(hook=True)")
         self.hook.stop_after(node)
         try:
             self.prefill(prompts, logits=False)

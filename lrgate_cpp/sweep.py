@@ -5,7 +5,7 @@ and edits, and ``alpha``, which is proportional to lambda. For each layer
 the budget-0 gate is fitted in memory on the source train activations, and
 for each lambda its ``alpha`` is rescaled. With a budget b > 0, the gate
 is recalibrated for each target language from b examples per class at
-every layer, as ``lrgate eval`` does. Every setting then answers the same
+every layer, as ``lrgate eval`` does. Every setting then replies to the same
 validation prompts (greedy replies judged for refusal) and, if asked,
 a few multiple-choice questions. The ungated model is measured once, as the
 baseline row.
@@ -131,7 +131,7 @@ def setting_folder(layer: int | None, lam: float | None, budget: int = 0) -> str
 
 
 def count_finished_work(out: Path, job: SweepJob) -> int:
-    """Count the replies and answers of ``job`` that earlier runs into ``out`` already hold."""
+    """Count the replies and multiple-choice answers of ``job`` already in ``out``."""
     folders = [setting_folder(None, None, job.budget)] + [
         setting_folder(layer, lam, job.budget) for layer in job.layers for lam in job.lambdas]
     finished = 0

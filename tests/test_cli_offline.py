@@ -119,7 +119,7 @@ def test_missing_data_root(tmp_path, monkeypatch):
     assert "--data-root" in result.output
 
 
-def test_calibrate_uses_the_bundle_model_by_default(tmp_path):
+def test_calibrate_defaults_to_bundle_model(tmp_path):
     bundle = Path(__file__).resolve().parents[1] / "bundles" / "smollm2-135m.gguf"
     target = tmp_path / "calibrated.gguf"
     result = run("calibrate", "--bundle", str(bundle), "--lang", "SW", "--harmful",

@@ -126,7 +126,7 @@ def test_report_files(setting, tmp_path):
     assert {p.name for p in paths} >= {"summary.md", "refusal_by_tier.png"}
 
 
-def test_run_settings_are_recorded_then_checked(tmp_path):
+def test_run_settings_record_then_check(tmp_path):
     settings = {"model": "m", "split": "test", "max_tokens": 40}
     check_run_settings(tmp_path, settings)
     assert json.loads((tmp_path / "run.json").read_text()) == settings
@@ -144,7 +144,7 @@ def test_run_settings_check_only(tmp_path):
         check_run_settings(tmp_path, {**settings, "max_tokens": 48}, record=False)
 
 
-def test_count_finished_counts_only_requested_cells(setting):
+def test_count_finished_requested_cells_only(setting):
     prompts = setting["prompts"]
     records = [{"method": "none", "lang": p.lang, "label": p.label, "index": 0} for p in prompts]
     records.append({"method": "gate@b0", "lang": "en", "label": "harmful", "index": 0})
@@ -154,7 +154,7 @@ def test_count_finished_counts_only_requested_cells(setting):
     assert count_finished(records, ["gate@b0"], prompts) == 1
 
 
-def test_cli_refuses_a_folder_made_with_other_settings(tmp_path):
+def test_cli_rejects_mismatched_folder(tmp_path):
     from click.testing import CliRunner
 
     from lrgate_cpp.cli.main import cli

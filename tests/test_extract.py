@@ -51,7 +51,7 @@ def test_post_inst_rows_match_single_runs(smollm, tmp_path):
     np.testing.assert_array_equal(store.features(7)[0], rows)
 
 
-def test_shared_prefix_rows_close_to_whole_prompts(smollm):
+def test_shared_prefix_rows_match_closely(smollm):
     texts = [p.text for p in PROMPTS]
     with LastPromptReader(smollm, 7, batch_prompts=2, n_threads=2) as shared:
         rows = shared.read(texts)
@@ -78,7 +78,7 @@ def test_reader_reuses_and_grows_its_context(smollm):
         again = reader.read(texts)
         assert reader._ctx.n_batch == 512
         both = reader.read([long_text, texts[0]])
-        # The batch holds the part after the shared prefix; the context all of it.
+        # The batch needs only the part after the shared prefix, the context all of it.
         assert reader._ctx.n_batch > 512
         assert reader._ctx.n_ctx >= len(reader.encode(long_text))
     np.testing.assert_array_equal(first, fresh)

@@ -243,7 +243,7 @@ def test_force_copy_path_matches_host_path(smollm):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
-def test_prefill_until_stops_after_node_with_same_rows(any_model):
+def test_prefill_until_same_rows(any_model):
     node = layer_node(any_model)
     tokens = chat_tokens(any_model, PROMPT)
     with make_context(any_model, hook=False) as plain:
